@@ -1,0 +1,59 @@
+"""MyNet: the seed's convolutional image classifier, NHWC.
+
+    conv3x3 C->32, ReLU          conv3x3 32->64, ReLU, pool 2x2
+    conv3x3 64->128, ReLU, pool 2x2
+    flatten, dropout, dense -> 512, ReLU, dropout, dense -> num_classes (logits)
+
+For 48x48x3 inputs and 10 classes: 896 + 18,496 + 73,856 + 9,437,696 + 5,130
+= 9,536,074 parameters. Convolutions use "SAME" padding (PyTorch's padding=1),
+so two 2x2 pools take 48x48 to 12x12 and the first dense layer sees
+12 * 12 * 128 = 18,432 features. Flatten order is (H, W, C), PyTorch's is
+(C, H, W): weight conversion permutes the first dense kernel's rows.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def pool_2x2(x_BHWC: jax.Array, kind: str) -> jax.Array:
+    """2x2 pooling with stride 2, as a reshape + reduction (XLA fuses it well on CPU)."""
+    B, H, W, C = x_BHWC.shape
+    x = x_BHWC.reshape(B, H // 2, 2, W // 2, 2, C)
+    if kind == "max":
+        return x.max(axis=(2, 4))
+    if kind == "avg":
+        return x.mean(axis=(2, 4))
+    raise ValueError(f"pool must be 'max' or 'avg', got {kind!r}")
+
+
+class MyNet(nn.Module):
+    num_classes: int = 10
+    image_size: int = 48  # any multiple of 4 (two 2x2 pools)
+    in_channels: int = 3
+    pool: str = "max"  # "max" or "avg"
+    dropout_rate: float = 0.5
+
+    @nn.compact
+    def __call__(self, x_BHWC: jax.Array, train: bool = False) -> jax.Array:
+        S, C = self.image_size, self.in_channels
+        if S % 4:
+            raise ValueError(f"MyNet image_size must be a multiple of 4, got {S}")
+        if x_BHWC.ndim != 4 or x_BHWC.shape[1:] != (S, S, C):
+            raise ValueError(f"MyNet wants inputs of shape (B, {S}, {S}, {C}), got {x_BHWC.shape}")
+        conv = lambda features, name: nn.Conv(features, (3, 3), padding="SAME", name=name)
+        x = nn.relu(conv(32, "conv1")(x_BHWC))
+        x = nn.relu(conv(64, "conv2")(x))
+        x = pool_2x2(x, self.pool)
+        x = nn.relu(conv(128, "conv3")(x))
+        x = pool_2x2(x, self.pool)
+        x_BF = x.reshape(x.shape[0], -1)
+        x_BF = nn.Dropout(self.dropout_rate, deterministic=not train)(x_BF)
+        x_BF = nn.relu(nn.Dense(512, name="fc1")(x_BF))
+        x_BF = nn.Dropout(self.dropout_rate, deterministic=not train)(x_BF)
+        return nn.Dense(self.num_classes, name="fc2")(x_BF)
+
+    def example_input(self, batch_size: int = 1) -> jax.Array:
+        return jnp.zeros((batch_size, self.image_size, self.image_size, self.in_channels), jnp.float32)

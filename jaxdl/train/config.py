@@ -1,0 +1,41 @@
+"""The engine's config fields; every experiment's config extends this one."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from jaxdl.cli import field
+from jaxdl.errors import UsageError
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    epochs: int = field(5, "passes over the training set; a larger value continues a finished run")
+    batch_size: int = field(64, "examples per training step")
+    optimizer: str = field("adam", "adam (L2 added to the gradient, as PyTorch) | adamw | sgd | rmsprop")
+    lr: float = field(1e-3, "peak learning rate")
+    weight_decay: float = field(1e-4, "L2 for adam/sgd/rmsprop, decoupled decay for adamw")
+    momentum: float = field(0.9, "sgd momentum")
+    schedule: str = field("constant", "learning-rate schedule: constant | cosine (decays to 0 at the end)")
+    warmup_steps: int = field(0, "linear warmup from 0 over this many steps")
+    clip_norm: float = field(0.0, "clip gradients to this global norm; 0 = off")
+    seed: int = field(0, "seeds init, data order, augmentation and dropout")
+    workdir: str = field("runs/default", "where checkpoints, metrics and pictures go; rerun to resume")
+    checkpoint_every: int = field(0, "also checkpoint every N steps (0 = only at epoch ends)")
+    keep_checkpoints: int = field(3, "keep the last K checkpoints (plus the best)")
+    log_every: int = field(10, "refresh the progress bar's loss/accuracy every N steps")
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "keep_checkpoints", "log_every"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "weight_decay", "warmup_steps", "clip_norm", "checkpoint_every", "momentum"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise UsageError(f"unknown --optimizer {self.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise UsageError(f"unknown --schedule {self.schedule!r}: use one of {', '.join(SCHEDULES)}")

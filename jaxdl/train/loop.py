@@ -1,0 +1,106 @@
+"""`fit`: the one training loop, the same for every model family.
+
+Epochs of jitted steps with a tqdm bar, the per-epoch line, evaluation,
+metrics.jsonl, curves.png, checkpoints (every epoch, every N steps, last K and
+the best) and exact resume: rerunning with the same workdir restores the latest
+checkpoint and skips the batches already seen in its epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Callable, Iterable
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxdl import plots
+from jaxdl.train.checkpoint import Checkpoints
+from jaxdl.train.config import TrainConfig
+from jaxdl.train.metrics import MetricsLog, format_metrics
+from jaxdl.train.state import TrainState
+
+Batches = Callable[[int, int], Iterable[Any]]  # (epoch, batches to skip) -> batches
+Evaluate = Callable[[Any], dict[str, Any]]  # params -> metrics (non-scalar entries are passed through)
+
+
+@dataclasses.dataclass
+class FitResult:
+    state: TrainState
+    eval_metrics: dict[str, Any]  # the last evaluation, scalars and anything else it returned
+    steps: int
+    compile_seconds: float | None  # None when this invocation trained no step
+    train_examples_per_sec: float | None  # steady state: compile and evaluation excluded
+    wall_seconds: float
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0 and not isinstance(v, str)}
+
+
+def _mean_metrics(ms: list[dict[str, jax.Array]]) -> dict[str, float]:
+    host = jax.device_get(ms)
+    return {k: float(np.mean([m[k] for m in host])) for k in host[0]} if host else {}
+
+
+def _batch_size(batch: Any) -> int:
+    return int(jax.tree.leaves(batch)[0].shape[0])
+
+
+def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_per_epoch: int,
+        evaluate: Evaluate, config: TrainConfig, *, best_metric: str = "accuracy", best_mode: str = "max") -> FitResult:
+    t0 = time.perf_counter()
+    ckpt = Checkpoints(os.path.join(config.workdir, "checkpoints"), config.keep_checkpoints,
+                       f"test/{best_metric}", best_mode)
+    state = ckpt.restore_or(state)  # raises UsageError before anything is written
+    log = MetricsLog(config.workdir)
+    step = int(jax.device_get(state.step))
+    total = config.epochs * steps_per_epoch
+    if step:
+        print(f"Resuming from step {step} ({config.workdir}/checkpoints)")
+    compiled, compile_s, train_s, examples, eval_metrics = None, None, 0.0, 0, {}
+    for epoch in range(step // steps_per_epoch, config.epochs):
+        skip = step - epoch * steps_per_epoch
+        batches = iter(train_batches(epoch, skip))
+        bar = tqdm(total=steps_per_epoch, initial=skip, desc=f"Epoch {epoch + 1}/{config.epochs}",
+                   unit="step", dynamic_ncols=True)
+        ms: list[dict[str, jax.Array]] = []
+        for batch in batches:
+            if compiled is None:
+                tc = time.perf_counter()
+                compiled = train_step.lower(state, batch).compile()
+                compile_s = time.perf_counter() - tc
+                te = time.perf_counter()
+            elif not ms:
+                te = time.perf_counter()
+            state, m = compiled(state, batch)
+            ms.append(m)
+            step += 1
+            examples += _batch_size(batch)
+            bar.update(1)
+            if len(ms) % config.log_every == 0:
+                bar.set_postfix_str(format_metrics(jax.device_get(m)))
+            if config.checkpoint_every and step % config.checkpoint_every == 0:
+                ckpt.save(state)
+        jax.block_until_ready(state)
+        train_s += time.perf_counter() - te if ms else 0.0
+        bar.close()
+        train_metrics = _mean_metrics(ms)
+        print(f"[Epoch {epoch + 1}] {format_metrics(train_metrics)}", flush=True)
+        log.write(step=step, epoch=epoch + 1, split="train", **train_metrics)
+        eval_metrics = evaluate(state.params)
+        scalars = _scalars(eval_metrics)
+        print(f"[Epoch {epoch + 1}] {format_metrics(scalars, 'test ')}", flush=True)
+        log.write(step=step, epoch=epoch + 1, split="test", **scalars)
+        ckpt.save(state, {f"test/{k}": v for k, v in scalars.items()})
+        plots.curves(log.path, os.path.join(config.workdir, "curves.png"))
+    if not eval_metrics:  # nothing left to train: evaluate what was restored
+        print(f"Already trained {step} of {total} steps; raise --epochs to continue.")
+        eval_metrics = evaluate(state.params)
+    ckpt.close()
+    return FitResult(state=state, eval_metrics=eval_metrics, steps=step, compile_seconds=compile_s,
+                     train_examples_per_sec=examples / train_s if train_s else None,
+                     wall_seconds=time.perf_counter() - t0)

@@ -1,0 +1,60 @@
+"""metrics.jsonl (one JSON object per event) and summary.json (final figures)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, (np.generic, np.ndarray)):
+        return v.tolist()
+    return v
+
+
+class MetricsLog:
+    def __init__(self, workdir: str):
+        os.makedirs(workdir, exist_ok=True)
+        self.path = os.path.join(workdir, "metrics.jsonl")
+
+    def write(self, **event: Any) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps({k: _plain(v) for k, v in event.items()}) + "\n")
+
+
+def read_events(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write_summary(workdir: str, summary: dict[str, Any]) -> str:
+    """Write summary.json atomically (a crash never leaves half a file)."""
+    path = os.path.join(workdir, "summary.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({k: _plain(v) for k, v in summary.items()}, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def format_metrics(metrics: dict[str, float], prefix: str = "") -> str:
+    """`loss = 0.1234 | accuracy = 97.50%`: accuracies as percentages, the rest to 4 decimals."""
+    parts = []
+    for k, v in sorted(metrics.items(), key=lambda kv: "loss" not in kv[0]):  # loss first, then as given
+        if isinstance(v, (int, float, np.floating)):
+            parts.append(f"{prefix}{k} = {100 * v:.2f}%" if "accuracy" in k else f"{prefix}{k} = {v:.4f}")
+    return " | ".join(parts)
+
+
+def device_description() -> str:
+    import jax
+
+    d = jax.devices()[0]
+    kind = d.device_kind if d.platform != "cpu" else f"{os.cpu_count()} cores"
+    return f"{d.platform} ({kind}, {jax.device_count()} device{'s' if jax.device_count() > 1 else ''})"

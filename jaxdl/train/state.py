@@ -1,0 +1,32 @@
+"""TrainState: everything that changes during training, as one pytree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+
+class TrainState(struct.PyTreeNode):
+    step: jax.Array  # int32 scalar: optimizer steps taken
+    params: Any
+    opt_state: Any
+    rng: jax.Array  # uint32[2] key data of the run's seed; step keys are fold_in(rng, step)
+    extras: dict = struct.field(default_factory=dict)  # e.g. EMA params
+
+    @classmethod
+    def create(cls, params: Any, optimizer: optax.GradientTransformation, seed: int,
+               extras: dict | None = None) -> "TrainState":
+        return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
+                   rng=jax.random.key_data(jax.random.key(seed)), extras=extras or {})
+
+    def step_key(self) -> jax.Array:
+        """The key for this step's random draws: a pure function of (seed, step)."""
+        return jax.random.fold_in(jax.random.wrap_key_data(self.rng), self.step)
+
+
+def num_params(params: Any) -> int:
+    return int(sum(x.size for x in jax.tree.leaves(params)))
