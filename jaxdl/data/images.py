@@ -189,12 +189,11 @@ def load_tfds(name: str, data_dir: str | None = None) -> ImageDataset:
 def _read_source(source, what: str) -> tuple[np.ndarray, np.ndarray]:
     from tqdm.auto import tqdm
 
-    n, chunk = len(source), 1024
     images, labels = [], []
-    for start in tqdm(range(0, n, chunk), desc=f"reading {what}", unit="chunk", leave=False):
-        for ex in source.__getitems__(list(range(start, min(n, start + chunk)))):
-            images.append(np.asarray(ex["image"], np.uint8))
-            labels.append(int(ex["label"]))
+    for i in tqdm(range(len(source)), desc=f"reading {what}", unit="img", leave=False, mininterval=1.0):
+        ex = source[i]
+        images.append(np.asarray(ex["image"], np.uint8))
+        labels.append(int(ex["label"]))
     imgs = np.stack(images)
     if imgs.ndim == 3:
         imgs = imgs[..., None]

@@ -1,0 +1,119 @@
+"""experiments/cnn.py end to end at small sizes: accuracy, the workdir contract, resume, data specs, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from experiments import cnn
+from jaxdl import cli
+from tests.data.test_images import write_folder
+
+SMALL = ["--image-size", "8", "--batch-size", "32", "--log-every", "5"]
+
+
+def _params(workdir):
+    ckpt = os.path.join(workdir, "checkpoints")
+    step = max(int(s) for s in os.listdir(ckpt) if s.isdigit())
+    return ocp.StandardCheckpointer().restore(os.path.join(ckpt, str(step), "default"))["params"]
+
+
+def test_digits_reaches_90_percent_and_writes_the_contract(tmp_path):
+    summary = cnn.main(["--image-size", "16", "--epochs", "4", "--workdir", str(tmp_path)])
+    assert summary["test_accuracy"] >= 0.90, summary
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    for key in ("test_accuracy", "test_loss", "train_examples_per_sec", "compile_seconds", "num_params",
+                "epochs", "dataset", "device", "wall_seconds", "steps"):
+        assert key in on_disk, key
+    assert on_disk["epochs"] == 4 and on_disk["dataset"] == "digits"
+    assert on_disk["num_params"] == 896 + 18_496 + 73_856 + (4 * 4 * 128 * 512 + 512) + 5_130
+    for picture in ("curves.png", "confusion_matrix.png"):
+        assert (tmp_path / picture).stat().st_size > 5_000
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 8
+
+
+def test_two_epochs_equal_one_epoch_resumed_for_a_second(tmp_path):
+    cnn.main([*SMALL, "--epochs", "2", "--workdir", str(tmp_path / "a")])
+    cnn.main([*SMALL, "--epochs", "1", "--workdir", str(tmp_path / "b")])
+    cnn.main([*SMALL, "--epochs", "2", "--workdir", str(tmp_path / "b")])
+    a, b = _params(tmp_path / "a"), _params(tmp_path / "b")
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_folder_dataset_trains(tmp_path):
+    root = write_folder(tmp_path / "imgs", per_class=12, size=20)
+    summary = cnn.main([*SMALL, "--batch-size", "8", "--epochs", "2", "--dataset", f"folder:{root}",
+                        "--workdir", str(tmp_path / "run")])
+    assert summary["dataset"] == f"folder:{root}" and summary["steps"] == 8
+    assert summary["test_accuracy"] > 0.5  # three classes of clearly different brightness
+
+
+def test_tfds_mnist_with_mock_data(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=64):
+        summary = cnn.main(["--dataset", "mnist", "--image-size", "12", "--batch-size", "32", "--epochs", "1",
+                            "--workdir", str(tmp_path)])
+    assert summary["dataset"] == "mnist" and summary["steps"] == 2 and 0 <= summary["test_accuracy"] <= 1
+
+
+def _exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.run(cnn.main, argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("error: ") and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--dataset", "imagenet_nope_xyz"], "unknown dataset"),
+    (["--dataset", "folder:/no/such/dir"], "no such directory"),
+    (["--num-classes", "5"], "outside 0..4"),
+    (["--image-size", "30"], "multiple of 4"),
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--colour", "red"], "unrecognized arguments"),
+    (["--lr", "high"], "wants float"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, match):
+    err = _exit_2([*argv, "--workdir", str(tmp_path)], capsys)
+    assert match in err
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize("case", ["empty", "no_classes", "unreadable"])
+def test_bad_folders_exit_2(tmp_path, capsys, case):
+    root = tmp_path / "imgs"
+    if case == "empty":
+        root.mkdir()
+    elif case == "no_classes":
+        (root / "train").mkdir(parents=True)
+    else:
+        write_folder(root)
+        (root / "test" / "dog" / "bad.jpg").write_bytes(b"\x00garbage")
+    err = _exit_2(["--dataset", f"folder:{root}", "--workdir", str(tmp_path / "run")], capsys)
+    assert ("bad.jpg" in err) if case == "unreadable" else ("train" in err)
+
+
+def test_workdir_of_another_model_is_refused_and_left_untouched(tmp_path, capsys):
+    cnn.main([*SMALL, "--epochs", "1", "--workdir", str(tmp_path)])
+    snapshot = {os.path.join(d, f): open(os.path.join(d, f), "rb").read() for d, _, fs in os.walk(tmp_path) for f in fs}
+    capsys.readouterr()
+    err = _exit_2([*SMALL, "--image-size", "12", "--epochs", "2", "--workdir", str(tmp_path)], capsys)
+    assert "different model" in err
+    after = {os.path.join(d, f): open(os.path.join(d, f), "rb").read() for d, _, fs in os.walk(tmp_path) for f in fs}
+    assert after == snapshot
+
+
+def test_command_line_bad_input_has_no_traceback(tmp_path):
+    script = os.path.join(os.path.dirname(cnn.__file__), "cnn.py")
+    p = subprocess.run([sys.executable, script, "--image-size", "10", "--workdir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.strip().count("\n") == 0, p.stderr
+    assert "multiple of 4" in p.stderr

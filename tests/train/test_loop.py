@@ -1,0 +1,101 @@
+"""The engine on a model-free problem: exact resume, keep-last-K-plus-best, shape checks, metrics files."""
+
+import functools
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdl.data.batches import train_batches
+from jaxdl.errors import UsageError
+from jaxdl.train import TrainConfig, TrainState, fit, make_optimizer, make_train_step
+
+N, D = 96, 5
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(N, D)).astype(np.float32)
+    y = (x @ rng.normal(size=(D,)) > 0).astype(np.int32)
+    return {"x": x, "y": y}
+
+
+def _loss(params, batch, rng):
+    logits = batch["x"] @ params["w"] + params["b"]
+    noise = 1e-3 * jax.random.normal(rng, logits.shape)  # uses the step key: resume must reproduce it
+    logits = logits + noise
+    loss = jnp.mean(jnp.logaddexp(0.0, logits) - batch["y"] * logits)
+    acc = jnp.mean((logits > 0) == (batch["y"] == 1))
+    return loss, {"loss": loss, "accuracy": acc}
+
+
+def _run(workdir, epochs, width=D, evaluations=None, **overrides):
+    data = _data()
+    cfg = TrainConfig(epochs=epochs, batch_size=16, workdir=str(workdir), lr=0.05, log_every=2, **overrides)
+    opt = make_optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay)
+    state = TrainState.create({"w": jnp.zeros((width,)), "b": jnp.zeros(())}, opt, cfg.seed)
+    scores = iter(evaluations or [])
+
+    def evaluate(params):
+        acc = next(scores, None)
+        if acc is None:
+            acc = float(np.mean(((data["x"] @ np.asarray(params["w"])) > 0) == (data["y"] == 1)))
+        return {"loss": 0.0, "accuracy": acc}
+
+    return fit(state, make_train_step(_loss, opt), functools.partial(train_batches, data, 16, cfg.seed),
+               N // 16, evaluate, cfg)
+
+
+def test_two_epochs_equal_one_plus_one_resumed(tmp_path):
+    straight = _run(tmp_path / "a", 2)
+    _run(tmp_path / "b", 1)
+    resumed = _run(tmp_path / "b", 2)
+    assert straight.steps == resumed.steps == 12
+    for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_resume_mid_epoch_from_step_checkpoint(tmp_path):
+    straight = _run(tmp_path / "a", 1)
+    part = _run(tmp_path / "b", 1, checkpoint_every=4)
+    # drop the epoch-end checkpoint so the latest is mid-epoch (step 4)
+    import shutil
+    shutil.rmtree(tmp_path / "b" / "checkpoints" / "6")
+    resumed = _run(tmp_path / "b", 1)
+    assert part.steps == resumed.steps == 6
+    np.testing.assert_array_equal(straight.state.params["w"], resumed.state.params["w"])
+
+
+def test_keeps_last_k_and_the_best(tmp_path):
+    _run(tmp_path, 5, keep_checkpoints=2, evaluations=[0.5, 0.9, 0.6, 0.55, 0.52])
+    kept = sorted(int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit())
+    assert kept == [12, 24, 30]  # step 12 had the best accuracy; 24 and 30 are the last two
+
+
+def test_metrics_files_and_curves(tmp_path):
+    result = _run(tmp_path, 2)
+    events = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [(e["split"], e["epoch"]) for e in events] == [("train", 1), ("test", 1), ("train", 2), ("test", 2)]
+    assert all(np.isfinite(e["loss"]) for e in events)
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    assert result.compile_seconds > 0 and result.train_examples_per_sec > 0
+
+
+def test_checkpoint_of_another_shape_is_refused_untouched(tmp_path):
+    _run(tmp_path, 1)
+    before = {p: os.path.getmtime(os.path.join(dp, p)) for dp, _, fs in os.walk(tmp_path) for p in fs}
+    metrics_before = (tmp_path / "metrics.jsonl").read_text()
+    with pytest.raises(UsageError, match=r"different model \(params/w: saved \(5,\), this run \(7,\)\)"):
+        _run(tmp_path, 2, width=7)
+    after = {p: os.path.getmtime(os.path.join(dp, p)) for dp, _, fs in os.walk(tmp_path) for p in fs}
+    assert before == after and (tmp_path / "metrics.jsonl").read_text() == metrics_before
+
+
+def test_finished_run_is_not_retrained(tmp_path, capsys):
+    first = _run(tmp_path, 1)
+    again = _run(tmp_path, 1)
+    assert again.steps == first.steps and again.compile_seconds is None
+    assert "raise --epochs to continue" in capsys.readouterr().out
