@@ -135,16 +135,19 @@ def test_adam_steps_match_torch():
             for gj, gt, p in zip(jax.tree.leaves(jax_grads0), jax.tree.leaves(grads_t), jax.tree.leaves(params0)):
                 np.testing.assert_allclose(np.asarray(gj) + wd * p, gt, rtol=0, atol=1e-4 * np.abs(gt).max())
         got = jax.tree.map(np.asarray, state.params)
+        num_off = 0
         for (path, g), w, small in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want),
-                                       jax.tree.leaves(smallest_grad)):
+                                         jax.tree.leaves(smallest_grad)):
             where = f"step {step + 1} {jax.tree_util.keystr(path)}"
             # absolute: Adam moves each weight by about lr = 1e-3 per step; 1e-5 is 1% of one step.
             # Except where the gradient Adam sees (loss grad + wd * w) nearly cancels to |g| ~ eps = 1e-8:
             # there Adam's step lr * g / (|g| + eps) turns a 1e-8 rounding difference in g into up to a
-            # whole step's difference. Those weights (a few in a million, all in fc1) get lr per step.
+            # whole step's difference. Such weights (a few in a million, in fc1) may differ by lr per step.
+            off = np.abs(g - w) > 1e-5
             ill = small < 3e-7
-            np.testing.assert_allclose(g[~ill], w[~ill], rtol=0, atol=1e-5, err_msg=where)
+            assert not (off & ~ill).any(), f"{where}: {np.abs(g - w)[~ill].max()} apart where |grad| >= 3e-7"
             np.testing.assert_allclose(g[ill], w[ill], rtol=0, atol=2 * lr * (step + 1), err_msg=where)
-            assert ill.mean() < 1e-3, where
+            num_off += int(off.sum())
+        assert num_off < 1e-5 * sum(x.size for x in jax.tree.leaves(got)), num_off
     moved = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(params0)))
     assert moved > 1e-3  # the steps really moved the weights
