@@ -58,3 +58,14 @@ def test_bad_inputs_raise_clear_errors():
         MyNet(image_size=30).init(jax.random.key(0), jnp.zeros((1, 30, 30, 3)))
     with pytest.raises(ValueError, match=r"\(B, 48, 48, 3\)"):
         MyNet().init(jax.random.key(0), jnp.zeros((1, 28, 28, 3)))
+
+
+def test_usable_from_flax_nnx_through_the_bridge():
+    from flax import nnx
+
+    linen_model = MyNet(image_size=16)
+    x = jax.random.normal(jax.random.key(1), (2, 16, 16, 3))
+    nnx_model = nnx.bridge.ToNNX(linen_model, rngs=nnx.Rngs(0))
+    nnx.bridge.lazy_init(nnx_model, x)
+    params = {"params": nnx.to_pure_dict(nnx.state(nnx_model, nnx.Param))}
+    np.testing.assert_allclose(nnx_model(x), linen_model.apply(params, x), rtol=1e-6, atol=1e-6)
