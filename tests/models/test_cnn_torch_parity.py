@@ -90,7 +90,17 @@ def _grads_from_torch(net, wd):
 
 
 def test_adam_steps_match_torch():
-    """jaxdl's adam (coupled L2, PyTorch's Adam(weight_decay)) takes the same steps as torch.optim.Adam."""
+    """jaxdl's adam (coupled L2, PyTorch's Adam(weight_decay)) takes the same steps as torch.optim.Adam.
+
+    Tolerance: 1e-5 absolute per weight (Adam moves a weight by about lr = 1e-3 per step, so that is 1% of a
+    step), except where the gradient Adam sees (loss grad + wd * w) nearly cancels to |g| ~ eps = 1e-8.
+    There Adam's step lr * g / (|g| + eps) turns a float32 rounding difference of ~1e-9 in g (sums over
+    thousands of terms, in different orders in XLA and PyTorch) into up to a whole step: a few dozen of the
+    9.5M weights, all in fc1 and conv2 with |g| < 3e-7. Later steps carry those few differences on through
+    the forward pass, so after step 1 we bound how many weights are off (< 0.01%) and by how much (lr per
+    step), and require each layer's total update to agree to 1e-3 relative. That the optimizer itself is
+    exact is checked by feeding it torch's own gradients (1e-7), and the gradients by comparing them (1e-4).
+    """
     size, classes, lr, wd, steps = 48, 10, 1e-3, 1e-4, 3
     net = _torch_net(2, num_classes=classes, image_size=size)
     net.eval()  # dropout off on the torch side; MyNet(dropout_rate=0) with train=False on the jax side
@@ -107,47 +117,46 @@ def test_adam_steps_match_torch():
     state = TrainState.create(jax.tree.map(jnp.asarray, params0), optimizer, seed=0)
     train_step = make_train_step(loss_fn, optimizer)
     batch = {"image": jnp.asarray(x_BHWC), "label": jnp.asarray(labels, jnp.int32)}
-    jax_grads0 = jax.grad(loss_fn, has_aux=True)(state.params, batch, None)[0]
+    jax_grads0 = jax.jit(jax.grad(loss_fn, has_aux=True))(state.params, batch, None)[0]
+    jax_grads0 = jax.tree.map(lambda g, p: np.asarray(g) + wd * p, jax_grads0, params0)
 
     torch_opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=wd)
     x_t, y_t = _nchw(x_BHWC), torch.from_numpy(labels)
-    smallest_grad = jax.tree.map(lambda x: np.full(x.shape, np.inf, np.float32), params0)
+    num_weights = sum(x.size for x in jax.tree.leaves(params0))
     for step in range(steps):
         state, metrics = train_step(state, batch)
         torch_opt.zero_grad()
         loss_t = torch.nn.functional.cross_entropy(net(x_t), y_t)
         loss_t.backward()
-        grads_t = _grads_from_torch(net, wd)
-        smallest_grad = jax.tree.map(lambda m, g: np.minimum(m, np.abs(g)), smallest_grad, grads_t)
         if step == 0:
-            # the optimizer alone, fed torch's own gradients, reproduces torch's first step almost bit for bit
-            loss_grads = jax.tree.map(lambda g, p: g - wd * p, grads_t, params0)
-            updates, _ = optimizer.update(loss_grads, optimizer.init(params0), params0)
-            alone = optax.apply_updates(params0, updates)
+            grads_t = _grads_from_torch(net, wd)
         torch_opt.step()
         # the loss is computed before the step, so it compares the forward pass on identical weights
         np.testing.assert_allclose(float(metrics["loss"]), loss_t.item(), rtol=1e-5)
         want = mynet_params_from_torch(net)
+        got = jax.tree.map(np.asarray, state.params)
         if step == 0:
+            # the optimizer alone, fed torch's own gradients, reproduces torch's first step to float32 rounding
+            loss_grads = jax.tree.map(lambda g, p: g - wd * p, grads_t, params0)
+            updates, _ = jax.jit(optimizer.update)(loss_grads, optimizer.init(params0), params0)
+            alone = optax.apply_updates(params0, updates)
             for a, w in zip(jax.tree.leaves(alone), jax.tree.leaves(want)):
                 np.testing.assert_allclose(np.asarray(a), w, rtol=0, atol=1e-7)
-            # and the two frameworks' gradients agree to float32 rounding of their sums (over up to 9,216 terms)
-            for gj, gt, p in zip(jax.tree.leaves(jax_grads0), jax.tree.leaves(grads_t), jax.tree.leaves(params0)):
-                np.testing.assert_allclose(np.asarray(gj) + wd * p, gt, rtol=0, atol=1e-4 * np.abs(gt).max())
-        got = jax.tree.map(np.asarray, state.params)
+            # the two frameworks' gradients agree to float32 rounding of sums over up to 9,216 terms
+            for gj, gt in zip(jax.tree.leaves(jax_grads0), jax.tree.leaves(grads_t)):
+                np.testing.assert_allclose(gj, gt, rtol=0, atol=1e-4 * np.abs(gt).max())
         num_off = 0
-        for (path, g), w, small in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want),
-                                         jax.tree.leaves(smallest_grad)):
+        for (path, g), w, w0, g1 in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want),
+                                        jax.tree.leaves(params0), jax.tree.leaves(grads_t)):
             where = f"step {step + 1} {jax.tree_util.keystr(path)}"
-            # absolute: Adam moves each weight by about lr = 1e-3 per step; 1e-5 is 1% of one step.
-            # Except where the gradient Adam sees (loss grad + wd * w) nearly cancels to |g| ~ eps = 1e-8:
-            # there Adam's step lr * g / (|g| + eps) turns a 1e-8 rounding difference in g into up to a
-            # whole step's difference. Such weights (a few in a million, in fc1) may differ by lr per step.
-            off = np.abs(g - w) > 1e-5
-            ill = small < 3e-7
-            assert not (off & ~ill).any(), f"{where}: {np.abs(g - w)[~ill].max()} apart where |grad| >= 3e-7"
-            np.testing.assert_allclose(g[ill], w[ill], rtol=0, atol=2 * lr * (step + 1), err_msg=where)
+            diff = np.abs(g - w)
+            off = diff > 1e-5
+            if step == 0:  # every weight off by more than 1e-5 is one whose step is ill-conditioned
+                assert (np.abs(g1[off]) < 3e-7).all(), f"{where}: {diff[np.abs(g1) >= 3e-7].max()} apart, |g| >= 3e-7"
+            assert diff.max() <= 2 * lr * (step + 1), f"{where}: {diff.max()}"
+            rel = np.linalg.norm(g - w) / np.linalg.norm(w - w0)
+            assert rel < 1e-3, f"{where}: the updates differ by {rel:.2e} relative"
             num_off += int(off.sum())
-        assert num_off < 1e-5 * sum(x.size for x in jax.tree.leaves(got)), num_off
+        assert num_off < 1e-4 * num_weights, f"step {step + 1}: {num_off} weights off by more than 1e-5"
     moved = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(params0)))
     assert moved > 1e-3  # the steps really moved the weights
