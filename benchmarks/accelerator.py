@@ -60,7 +60,9 @@ def main(argv=None) -> dict:
     p.add_argument("--batch-sizes", default="64,512", help="comma-separated batch sizes")
     p.add_argument("--json", metavar="PATH", help="also write the figures here")
     args = p.parse_args(argv)
+    from jaxdl import runtime
 
+    runtime.configure_xla()
     import jax
 
     dev = jax.devices()[0]

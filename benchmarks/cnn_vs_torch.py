@@ -179,6 +179,9 @@ def build_torch_row(args):
 def main(argv=None) -> dict:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     pin_threads(args.threads)
+    from jaxdl import runtime
+
+    xla_flags = runtime.configure_xla()  # the same process settings as experiments/cnn.py
 
     import jax
     import jaxlib
@@ -255,6 +258,7 @@ def main(argv=None) -> dict:
           + f" (PyTorch is eager; its first step took {torch_first_step_s:.2f} s)")
     print(f"peak used for the fraction: {peak:.1f} GFLOP/s (better of jnp.dot and torch.matmul); "
           f"{flops_per_image / 1e6:.1f} MFLOP per image per training step")
+    print(f"XLA flags added by jaxdl.runtime: {' '.join(xla_flags) or 'none'} (XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r})")
     versions = {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "torch": torch.__version__,
                 "python": platform.python_version()}
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items())
@@ -265,7 +269,7 @@ def main(argv=None) -> dict:
         "torch_first_step_seconds": torch_first_step_s, "matmul_gflops": peaks, "peak_gflops": peak,
         "training_mflop_per_image": flops_per_image / 1e6,
         "forward_mflop_per_image": {n: f / 1e6 for n, f in forward},
-        "versions": versions, "cpus_in_use": cpus, "cpu_count": os.cpu_count(),
+        "versions": versions, "xla_flags": os.environ.get("XLA_FLAGS", ""), "cpus_in_use": cpus, "cpu_count": os.cpu_count(),
         "device": jax.devices()[0].device_kind,
     }
     if args.json:

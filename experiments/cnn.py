@@ -16,9 +16,13 @@ import os
 import sys
 import time
 
-import jax
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from jaxdl import runtime  # noqa: E402
+
+runtime.configure_xla()  # before jax is imported
+
+import jax  # noqa: E402
 
 from jaxdl import cli  # noqa: E402
 from jaxdl.cli import field  # noqa: E402

@@ -69,3 +69,17 @@ def test_usable_from_flax_nnx_through_the_bridge():
     nnx.bridge.lazy_init(nnx_model, x)
     params = {"params": nnx.to_pure_dict(nnx.state(nnx_model, nnx.Param))}
     np.testing.assert_allclose(nnx_model(x), linen_model.apply(params, x), rtol=1e-6, atol=1e-6)
+
+
+def test_max_pool_matches_flax_max_pool_values_and_gradients_with_ties():
+    import flax.linen as nn
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.integers(0, 3, (2, 6, 8, 4)).astype(np.float32))  # many exact ties
+    ref = lambda v: nn.max_pool(v, (2, 2), (2, 2))
+    np.testing.assert_array_equal(pool_2x2(x, "max"), ref(x))
+    w = jnp.asarray(rng.normal(size=(2, 3, 4, 4)).astype(np.float32))
+    g_ours = jax.grad(lambda v: (pool_2x2(v, "max") * w).sum())(x)
+    g_ref = jax.grad(lambda v: (ref(v) * w).sum())(x)
+    np.testing.assert_array_equal(g_ours, g_ref)
+    assert float((g_ours != 0).sum()) == w.size  # each window's gradient lands on exactly one input
