@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def _epoch_series(events: list[dict], split: str, key: str) -> tuple[list[int], list[float]]:
@@ -38,6 +39,7 @@ def curves(metrics_jsonl: str, out_png: str, keys: tuple[str, ...] = ("loss", "a
             if x:
                 ax.plot(x, y, marker="o", label=split)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
         ax.legend()

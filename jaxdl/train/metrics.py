@@ -33,8 +33,16 @@ def read_events(path: str) -> list[dict]:
 
 
 def write_summary(workdir: str, summary: dict[str, Any]) -> str:
-    """Write summary.json atomically (a crash never leaves half a file)."""
+    """Write summary.json atomically (a crash never leaves half a file).
+
+    A figure this invocation could not measure (None, e.g. throughput when a finished run is
+    rerun and trains nothing) keeps the value an earlier invocation wrote.
+    """
     path = os.path.join(workdir, "summary.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            earlier = json.load(f)
+        summary = {k: earlier.get(k) if v is None else v for k, v in summary.items()}
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump({k: _plain(v) for k, v in summary.items()}, f, indent=2)
