@@ -99,3 +99,10 @@ def test_finished_run_is_not_retrained(tmp_path, capsys):
     again = _run(tmp_path, 1)
     assert again.steps == first.steps and again.compile_seconds is None
     assert "raise --epochs to continue" in capsys.readouterr().out
+
+
+def test_corrupt_checkpoint_is_a_usage_error(tmp_path):
+    _run(tmp_path, 1)
+    (tmp_path / "checkpoints" / "6" / "default" / "_METADATA").write_text("{not json")
+    with pytest.raises(UsageError, match="cannot be read"):
+        _run(tmp_path, 2)
