@@ -20,7 +20,7 @@ def _epoch_series(events: list[dict], split: str, key: str) -> tuple[list[int], 
     latest: dict[int, float] = {}  # a resumed run may log an epoch twice: the last one wins
     for e in events:
         if e.get("split") == split and key in e and "epoch" in e:
-            latest[int(e["epoch"])] = float(e[key])
+            latest[int(e["epoch"])] = float(np.mean(e[key]))  # many models: their mean
     epochs = sorted(latest)
     return epochs, [latest[i] for i in epochs]
 

@@ -52,7 +52,7 @@ class ImageClassifier:
             labels.append(batch["label"][mask])
         preds, labels = np.concatenate(preds), np.concatenate(labels)
         return {"loss": loss_sum / len(labels), "accuracy": float((preds == labels).mean()),
-                "predictions": preds, "labels": labels}
+                "outputs": {"predictions": preds, "labels": labels}}
 
     def summary(self, batch_size: int = 1) -> str:
         x = jnp.zeros((batch_size, self.preprocess.image_size, self.preprocess.image_size, self.preprocess.channels))
@@ -64,7 +64,7 @@ def report(eval_metrics: dict[str, Any], class_names: list[str], workdir: str) -
     """Print sklearn's classification report and the confusion matrix; save confusion_matrix.png."""
     from sklearn.metrics import classification_report, confusion_matrix
 
-    labels, preds = eval_metrics["labels"], eval_metrics["predictions"]
+    labels, preds = eval_metrics["outputs"]["labels"], eval_metrics["outputs"]["predictions"]
     ids = list(range(len(class_names)))
     text = classification_report(labels, preds, labels=ids, target_names=class_names, digits=4, zero_division=0)
     cm = confusion_matrix(labels, preds, labels=ids)

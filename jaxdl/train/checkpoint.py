@@ -15,6 +15,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxdl.errors import UsageError
+from jaxdl.train.state import step_of
 
 
 def _abs(path: str) -> str:
@@ -67,7 +68,7 @@ class Checkpoints:
                                  f"({path}: saved {got}, this run {shape}): use a new --workdir or the same config")
 
     def save(self, state: Any, metrics: dict[str, float] | None = None) -> None:
-        step = int(jax.device_get(state.step))
+        step = step_of(state)
         if step in self.manager.all_steps():
             return
         self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)

@@ -21,10 +21,11 @@ from jaxdl import plots
 from jaxdl.train.checkpoint import Checkpoints
 from jaxdl.train.config import TrainConfig
 from jaxdl.train.metrics import MetricsLog, format_metrics
-from jaxdl.train.state import TrainState
+from jaxdl.train.state import TrainState, step_of
 
 Batches = Callable[[int, int], Iterable[Any]]  # (epoch, batches to skip) -> batches
-Evaluate = Callable[[Any], dict[str, Any]]  # params -> metrics (non-scalar entries are passed through)
+# params -> metrics: scalars (or, training N models, arrays of shape (N,)); anything else under "outputs"
+Evaluate = Callable[[Any], dict[str, Any]]
 
 
 @dataclasses.dataclass
@@ -37,27 +38,32 @@ class FitResult:
     wall_seconds: float
 
 
-def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0 and not isinstance(v, str)}
+def _metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The loggable entries: floats, or per-model lists when training many models."""
+    return {k: (float(v) if np.ndim(v) == 0 else np.asarray(v, np.float64)) for k, v in metrics.items() if k != "outputs"}
 
 
-def _mean_metrics(ms: list[dict[str, jax.Array]]) -> dict[str, float]:
+def _mean_metrics(ms: list[dict[str, jax.Array]]) -> dict[str, Any]:
+    """Mean over the epoch's steps (per model when training many)."""
     host = jax.device_get(ms)
-    return {k: float(np.mean([m[k] for m in host])) for k in host[0]} if host else {}
+    return _metrics({k: np.mean(np.stack([m[k] for m in host]), axis=0) for k in host[0]}) if host else {}
 
 
-def _batch_size(batch: Any) -> int:
-    return int(jax.tree.leaves(batch)[0].shape[0])
+def _examples(batch: Any, many: bool) -> int:
+    shape = jax.tree.leaves(batch)[0].shape
+    return int(shape[0] * shape[1]) if many else int(shape[0])
 
 
 def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_per_epoch: int,
-        evaluate: Evaluate, config: TrainConfig, *, best_metric: str = "accuracy", best_mode: str = "max") -> FitResult:
+        evaluate: Evaluate, config: TrainConfig, *, best_metric: str = "accuracy", best_mode: str = "max",
+        many: bool = False) -> FitResult:
+    """Train to `config.epochs`; `many`: the state is stacked (`stack_states`) and batches carry a model axis."""
     t0 = time.perf_counter()
     ckpt = Checkpoints(os.path.join(config.workdir, "checkpoints"), config.keep_checkpoints,
                        f"test/{best_metric}", best_mode)
     state = ckpt.restore_or(state)  # raises UsageError before anything is written
     log = MetricsLog(config.workdir)
-    step = int(jax.device_get(state.step))
+    step = step_of(state)
     total = config.epochs * steps_per_epoch
     if step:
         print(f"Resuming from step {step} ({config.workdir}/checkpoints)")
@@ -79,7 +85,7 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
             state, m = compiled(state, batch)
             ms.append(m)
             step += 1
-            examples += _batch_size(batch)
+            examples += _examples(batch, many)
             bar.update(1)
             if len(ms) % config.log_every == 0:
                 bar.set_postfix_str(format_metrics(jax.device_get(m)))
@@ -92,10 +98,10 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
         print(f"[Epoch {epoch + 1}] {format_metrics(train_metrics)}", flush=True)
         log.write(step=step, epoch=epoch + 1, split="train", **train_metrics)
         eval_metrics = evaluate(state.params)
-        scalars = _scalars(eval_metrics)
+        scalars = _metrics(eval_metrics)
         print(f"[Epoch {epoch + 1}] {format_metrics(scalars, 'test ')}", flush=True)
         log.write(step=step, epoch=epoch + 1, split="test", **scalars)
-        ckpt.save(state, {f"test/{k}": v for k, v in scalars.items()})
+        ckpt.save(state, {f"test/{k}": float(np.mean(v)) for k, v in scalars.items()})
         plots.curves(log.path, os.path.join(config.workdir, "curves.png"))
     if not eval_metrics:  # nothing left to train: evaluate what was restored
         print(f"Already trained {step} of {total} steps; raise --epochs to continue.")

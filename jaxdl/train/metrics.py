@@ -51,12 +51,18 @@ def write_summary(workdir: str, summary: dict[str, Any]) -> str:
     return path
 
 
-def format_metrics(metrics: dict[str, float], prefix: str = "") -> str:
-    """`loss = 0.1234 | accuracy = 97.50%`: accuracies as percentages, the rest to 4 decimals."""
+def format_metrics(metrics: dict[str, Any], prefix: str = "") -> str:
+    """`loss = 0.1234 | accuracy = 97.50%`; per-model arrays as mean±std over the models."""
     parts = []
     for k, v in sorted(metrics.items(), key=lambda kv: "loss" not in kv[0]):  # loss first, then as given
-        if isinstance(v, (int, float, np.floating)):
-            parts.append(f"{prefix}{k} = {100 * v:.2f}%" if "accuracy" in k else f"{prefix}{k} = {v:.4f}")
+        if isinstance(v, str) or not np.issubdtype(np.asarray(v).dtype, np.number):
+            continue
+        v = np.asarray(v, np.float64)
+        scale, unit, digits = (100, "%", 2) if "accuracy" in k else (1, "", 4)
+        text = f"{scale * v.mean():.{digits}f}{unit}"
+        if v.ndim:
+            text = f"{scale * v.mean():.{digits}f}±{scale * v.std():.{digits}f}{unit} over {v.size} models"
+        parts.append(f"{prefix}{k} = {text}")
     return " | ".join(parts)
 
 

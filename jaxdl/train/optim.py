@@ -26,18 +26,30 @@ def make_schedule(lr: float, schedule: str, warmup_steps: int, total_steps: int)
 
 def make_optimizer(name: str, lr: float, weight_decay: float = 0.0, *, momentum: float = 0.9,
                    schedule: str = "constant", warmup_steps: int = 0, total_steps: int = 1,
-                   clip_norm: float = 0.0) -> optax.GradientTransformation:
-    sched = make_schedule(lr, schedule, warmup_steps, total_steps)
-    l2 = [optax.add_decayed_weights(weight_decay)] if weight_decay else []
-    if name == "adam":
-        core = [*l2, optax.scale_by_adam(), optax.scale_by_learning_rate(sched)]
-    elif name == "adamw":
-        core = [optax.adamw(sched, weight_decay=weight_decay)]
-    elif name == "sgd":
-        core = [*l2, optax.sgd(sched, momentum=momentum or None)]
-    elif name == "rmsprop":  # PyTorch defaults: alpha 0.99, eps 1e-8 added after the sqrt
-        core = [*l2, optax.rmsprop(sched, decay=0.99, eps=1e-8, eps_in_sqrt=False)]
-    else:
+                   clip_norm: float = 0.0, hyperparams_as_data: bool = False) -> optax.GradientTransformation:
+    """An optax optimizer by name.
+
+    With `hyperparams_as_data`, the learning rate and weight decay live in the optimizer state
+    (`optax.inject_hyperparams`), so models stacked for one vmapped step can each carry their own.
+    """
+    if name not in ("adam", "adamw", "sgd", "rmsprop"):
         raise UsageError(f"unknown optimizer {name!r}: use adam, adamw, sgd or rmsprop")
-    clip = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
-    return optax.chain(*clip, *core)
+    sched = make_schedule(lr, schedule, warmup_steps, total_steps)
+
+    def build(learning_rate, weight_decay):
+        l2 = [optax.add_decayed_weights(weight_decay)] if hyperparams_as_data or weight_decay else []
+        if name == "adam":
+            core = [*l2, optax.scale_by_adam(), optax.scale_by_learning_rate(learning_rate)]
+        elif name == "adamw":
+            core = [optax.adamw(learning_rate, weight_decay=weight_decay)]
+        elif name == "sgd":
+            core = [*l2, optax.sgd(learning_rate, momentum=momentum or None)]
+        else:  # rmsprop, PyTorch defaults: alpha 0.99, eps 1e-8 added after the sqrt
+            core = [*l2, optax.rmsprop(learning_rate, decay=0.99, eps=1e-8, eps_in_sqrt=False)]
+        clip = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
+        return optax.chain(*clip, *core)
+
+    if hyperparams_as_data:
+        return optax.inject_hyperparams(build)(learning_rate=sched if schedule != "constant" or warmup_steps else lr,
+                                               weight_decay=weight_decay)
+    return build(sched, weight_decay)

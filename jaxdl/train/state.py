@@ -6,6 +6,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
@@ -28,5 +29,20 @@ class TrainState(struct.PyTreeNode):
         return jax.random.fold_in(jax.random.wrap_key_data(self.rng), self.step)
 
 
+def step_of(state: TrainState) -> int:
+    """The step count as a Python int (stacked states share one)."""
+    return int(np.asarray(jax.device_get(state.step)).reshape(-1)[0])
+
+
 def num_params(params: Any) -> int:
     return int(sum(x.size for x in jax.tree.leaves(params)))
+
+
+def stack_states(states: list[TrainState]) -> TrainState:
+    """N states -> one whose every leaf has a leading model axis, for a vmapped train step."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+
+def unstack_state(state: TrainState, i: int) -> TrainState:
+    """Model `i` of a stacked state."""
+    return jax.tree.map(lambda x: x[i], state)
