@@ -59,6 +59,51 @@ def confusion_matrix(cm: np.ndarray, class_names: list[str], out_png: str) -> No
     _save(fig, out_png)
 
 
+def decision_boundary(predict, x_N2: np.ndarray, y_N: np.ndarray, out_png: str, title: str = "") -> None:
+    """P(class 1) over the plane around 2-D points (`predict`: (M, 2) -> (M,) probabilities)."""
+    lo, hi = x_N2.min(0) - 0.5, x_N2.max(0) + 0.5
+    g0, g1 = np.meshgrid(np.linspace(lo[0], hi[0], 200), np.linspace(lo[1], hi[1], 200))
+    p = np.asarray(predict(np.stack([g0.ravel(), g1.ravel()], 1).astype(np.float32))).reshape(g0.shape)
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    im = ax.contourf(g0, g1, p, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.8)
+    ax.contour(g0, g1, p, levels=[0.5], colors="k", linewidths=1.5)
+    ax.scatter(x_N2[:, 0], x_N2[:, 1], c=y_N, cmap="RdBu_r", edgecolors="k", s=120, vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, label="P(class 1)")
+    ax.set_title(title or "decision boundary (P = 0.5 in black)")
+    fig.tight_layout()
+    _save(fig, out_png)
+
+
+def function_fit(x: np.ndarray, target: np.ndarray, fitted: np.ndarray, out_png: str, title: str = "") -> None:
+    """A fitted 1-D function against its target."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(x, target, "k--", label="target")
+    ax.plot(x, fitted, label="model")
+    ax.set_xlabel("x")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    _save(fig, out_png)
+
+
+def compare_curves(runs: dict[str, str], out_png: str, key: str = "loss") -> None:
+    """Train `key` per epoch of several runs (name -> metrics.jsonl), on one log-scale axis."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, path in runs.items():
+        with open(path) as f:
+            events = [json.loads(line) for line in f if line.strip()]
+        ax.plot(*_epoch_series(events, "train", key), marker=".", label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"train {key}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    _save(fig, out_png)
+
+
 def _save(fig, out_png: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
     tmp = out_png + ".tmp.png"

@@ -36,3 +36,21 @@ def eval_batches(arrays: Mapping[str, np.ndarray], batch_size: int) -> Iterator[
                  for k, v in arrays.items()}
         batch["mask"] = np.arange(batch_size) < (stop - start)
         yield batch
+
+
+def cycled_batches(arrays: Mapping[str, np.ndarray], batch_size: int, seed: int, epoch: int, steps: int,
+                   skip: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    """`steps` batches for an epoch of fixed length over a small dataset: successive permutations,
+    each a pure function of (seed, epoch, k), concatenated; batches past `skip` are yielded."""
+    n = len(next(iter(arrays.values())))
+    need = steps * batch_size
+    order = np.concatenate([np.random.default_rng([seed, epoch, k]).permutation(n) for k in range(-(-need // n))])
+    for b in range(skip, steps):
+        idx = order[b * batch_size:(b + 1) * batch_size]
+        yield {k: v[idx] for k, v in arrays.items()}
+
+
+def stacked(iterators: list[Iterator[dict[str, np.ndarray]]]) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of N models' iterators stacked on a leading model axis (for a vmapped step)."""
+    for batches in zip(*iterators):
+        yield {k: np.stack([b[k] for b in batches]) for k in batches[0]}

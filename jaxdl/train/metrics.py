@@ -58,10 +58,11 @@ def format_metrics(metrics: dict[str, Any], prefix: str = "") -> str:
         if isinstance(v, str) or not np.issubdtype(np.asarray(v).dtype, np.number):
             continue
         v = np.asarray(v, np.float64)
-        scale, unit, digits = (100, "%", 2) if "accuracy" in k else (1, "", 4)
-        text = f"{scale * v.mean():.{digits}f}{unit}"
+        scale, unit = (100, "%") if "accuracy" in k else (1, "")
+        num = lambda x: f"{x:.2f}" if unit else (f"{x:.4f}" if x == 0 or abs(x) >= 1e-3 else f"{x:.3e}")
+        text = f"{num(scale * v.mean())}{unit}"
         if v.ndim:
-            text = f"{scale * v.mean():.{digits}f}±{scale * v.std():.{digits}f}{unit} over {v.size} models"
+            text = f"{num(scale * v.mean())}±{num(scale * v.std())}{unit} over {v.size} models"
         parts.append(f"{prefix}{k} = {text}")
     return " | ".join(parts)
 
