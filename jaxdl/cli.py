@@ -65,7 +65,8 @@ def parse(config_cls: type[C], argv: Sequence[str] | None = None, description: s
         flags = [f"--{f.name.replace('_', '-')}"]
         if "_" in f.name:
             flags.append(f"--{f.name}")
-        parser.add_argument(*flags, dest=f.name, type=typed, default=f.default,
+        switch = {"nargs": "?", "const": True} if hints[f.name] is bool else {}  # `--flag` alone means true
+        parser.add_argument(*flags, dest=f.name, type=typed, default=f.default, **switch,
                             metavar=type(f.default).__name__.upper() if f.default is not None else "VALUE",
                             help=f"{f.metadata.get('help', '')} (default: {f.default})")
     ns = parser.parse_args(list(sys.argv[1:] if argv is None else argv))

@@ -21,6 +21,7 @@ def test_every_field_is_a_typed_flag():
     cfg = cli.parse(Demo, ["--epochs", "3", "--lr=0.01", "--image_size=32", "--image-size", "16", "--flag", "true"])
     assert (cfg.epochs, cfg.lr, cfg.image_size, cfg.flag) == (3, 0.01, 16, True)
     assert isinstance(cfg.lr, float) and cfg.name == "x"
+    assert cli.parse(Demo, ["--flag"]).flag is True and cli.parse(Demo, ["--flag=no"]).flag is False
 
 
 @pytest.mark.parametrize("argv,match", [
