@@ -61,6 +61,13 @@ class Config(TrainConfig):
             raise UsageError(f"--pool must be max or avg, got {self.pool!r}")
         if not 0 <= self.dropout < 1:
             raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
+        for name in ("brightness", "contrast"):
+            if not 0 <= getattr(self, name) < 1:
+                raise UsageError(f"--{name} must be in [0, 1) (factors are drawn from [1 - j, 1 + j]), got {getattr(self, name)}")
+        if not 0 <= self.rotation <= 180:
+            raise UsageError(f"--rotation must be in [0, 180] degrees, got {self.rotation}")
+        if self.num_classes < 0:
+            raise UsageError(f"--num-classes must be >= 0 (0 = the dataset's), got {self.num_classes}")
 
 
 def main(argv=None) -> dict:
@@ -88,7 +95,8 @@ def main(argv=None) -> dict:
     state = TrainState.create(params, optimizer, cfg.seed)
     result = fit(state, make_train_step(task.loss, optimizer),
                  functools.partial(train_batches, train, cfg.batch_size, cfg.seed), spe,
-                 lambda p: task.evaluate(p, eval_batches(test, cfg.batch_size)), cfg)
+                 lambda p: task.evaluate(p, eval_batches(test, cfg.batch_size)), cfg,
+                 best_metric="accuracy", best_mode="max", identity={"dataset": data.name})
 
     report(result.eval_metrics, data.class_names, cfg.workdir)
     summary = {

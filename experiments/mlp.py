@@ -98,7 +98,8 @@ def train_one(cfg: Config, activation: str, workdir: str) -> dict:
     result = fit(stack_states(states) if many else states[0],
                  make_train_step(task.loss, optimizer, grad_fn=task.step_grad_fn, many=many), batches,
                  cfg.steps_per_epoch, lambda p: task.evaluate(p, data.test, many), run_cfg,
-                 best_metric=task.main_metric, best_mode="min" if task.main_metric == "mse" else "max", many=many)
+                 best_metric=task.main_metric, best_mode="min" if task.main_metric == "mse" else "max", many=many,
+                 identity={"task": cfg.task, "activation": activation, "ensemble": cfg.ensemble})
 
     first = unstack_state(result.state, 0) if many else result.state
     _pictures(cfg.task, task, first.params, data, workdir, activation)

@@ -146,7 +146,12 @@ def load_folder(root: str, image_size: int | None = None) -> ImageDataset:
     else:
         from sklearn.model_selection import train_test_split
 
-        idx_tr, idx_te = train_test_split(np.arange(len(train)), test_size=0.2, stratify=train.labels, random_state=0)
+        try:
+            idx_tr, idx_te = train_test_split(np.arange(len(train)), test_size=0.2, stratify=train.labels,
+                                              random_state=0)
+        except ValueError:
+            raise UsageError(f"folder:{root} has too few images per class to hold out 20% for testing: "
+                             f"add {root}/test/<class>/ or more images") from None
         train, test = (ImageSplit(train.images[i], train.labels[i]) for i in (idx_tr, idx_te))
     if all((s.images[..., 0] == s.images[..., 1]).all() and (s.images[..., 0] == s.images[..., 2]).all()
            for s in (train, test)):

@@ -30,9 +30,11 @@ class Checkpoints:
             keep_policies.append(policies.BestN(
                 get_metric_fn=lambda m: m[best_metric], reverse=best_mode == "min", n=1,
                 keep_checkpoints_without_metrics=False))
+        # best_fn makes orbax write each checkpoint's metrics to disk, so the best survives a resume;
         # synchronous saves: the next (donating) step must not overwrite buffers being written
         options = ocp.CheckpointManagerOptions(
             preservation_policy=policies.AnyPreservationPolicy(keep_policies),
+            best_fn=(lambda m: m[best_metric]) if best_metric else None, best_mode=best_mode,
             enable_async_checkpointing=False, create=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options,
                                             item_handlers=ocp.StandardCheckpointHandler())
@@ -64,8 +66,8 @@ class Checkpoints:
         for path, shape in want_shapes.items():
             if saved_shapes.get(path) != shape:
                 got = saved_shapes.get(path, "missing")
-                raise UsageError(f"--workdir {os.path.dirname(self.directory)} holds a checkpoint of a different model "
-                                 f"({path}: saved {got}, this run {shape}): use a new --workdir or the same config")
+                raise UsageError(f"--workdir {os.path.dirname(self.directory)} holds a checkpoint of a different model or "
+                                 f"optimizer ({path}: saved {got}, this run {shape}): use a new --workdir or the same config")
 
     def save(self, state: Any, metrics: dict[str, float] | None = None) -> None:
         step = step_of(state)

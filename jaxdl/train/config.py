@@ -33,7 +33,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "weight_decay", "warmup_steps", "clip_norm", "checkpoint_every", "momentum"):
-            if getattr(self, name) < 0:
+            if not getattr(self, name) >= 0:  # also refuses NaN
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(f"unknown --optimizer {self.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")

@@ -9,6 +9,7 @@ checkpoint and skips the batches already seen in its epoch.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from typing import Any, Callable, Iterable
@@ -18,6 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxdl import plots
+from jaxdl.errors import UsageError
 from jaxdl.train.checkpoint import Checkpoints
 from jaxdl.train.config import TrainConfig
 from jaxdl.train.metrics import MetricsLog, format_metrics
@@ -49,25 +51,49 @@ def _mean_metrics(ms: list[dict[str, jax.Array]]) -> dict[str, Any]:
     return _metrics({k: np.mean(np.stack([m[k] for m in host]), axis=0) for k in host[0]}) if host else {}
 
 
+def check_identity(workdir: str, identity: dict[str, Any], resuming: bool) -> None:
+    """Refuse to resume a run under settings that would silently change it (data order, keys)."""
+    path = os.path.join(workdir, "run.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        for key, value in identity.items():
+            if key in saved and saved[key] != value:
+                raise UsageError(f"--workdir {workdir} was trained with {key} = {saved[key]!r}, this run has "
+                                 f"{value!r}: use the same setting or a new --workdir")
+    elif not resuming:
+        os.makedirs(workdir, exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(identity, f, indent=2)
+
+
 def _examples(batch: Any, many: bool) -> int:
     shape = jax.tree.leaves(batch)[0].shape
     return int(shape[0] * shape[1]) if many else int(shape[0])
 
 
 def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_per_epoch: int,
-        evaluate: Evaluate, config: TrainConfig, *, best_metric: str = "accuracy", best_mode: str = "max",
-        many: bool = False) -> FitResult:
-    """Train to `config.epochs`; `many`: the state is stacked (`stack_states`) and batches carry a model axis."""
+        evaluate: Evaluate, config: TrainConfig, *, best_metric: str = "loss", best_mode: str = "min",
+        many: bool = False, identity: dict[str, Any] | None = None) -> FitResult:
+    """Train to `config.epochs`, resuming from `config.workdir` if it holds a checkpoint.
+
+    many: the state is stacked (`stack_states`) and batches carry a leading model axis.
+    identity: what must not change when a run is resumed (with seed, batch size and steps per
+        epoch, kept in `run.json`), e.g. the dataset; a mismatch is a UsageError.
+    """
     t0 = time.perf_counter()
+    identity = {"seed": config.seed, "batch_size": config.batch_size, "steps_per_epoch": steps_per_epoch,
+                **(identity or {})}
     ckpt = Checkpoints(os.path.join(config.workdir, "checkpoints"), config.keep_checkpoints,
                        f"test/{best_metric}", best_mode)
     state = ckpt.restore_or(state)  # raises UsageError before anything is written
+    check_identity(config.workdir, identity, resuming=step_of(state) > 0)
     log = MetricsLog(config.workdir)
     step = step_of(state)
     total = config.epochs * steps_per_epoch
     if step:
         print(f"Resuming from step {step} ({config.workdir}/checkpoints)")
-    compiled, compile_s, train_s, examples, eval_metrics = None, None, 0.0, 0, {}
+    first_call_s, compile_s, train_s, examples, timed_steps, eval_metrics = None, None, 0.0, 0, 0, {}
     for epoch in range(step // steps_per_epoch, config.epochs):
         skip = step - epoch * steps_per_epoch
         batches = iter(train_batches(epoch, skip))
@@ -75,21 +101,25 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
                    unit="step", dynamic_ncols=True)
         ms: list[dict[str, jax.Array]] = []
         for batch in batches:
-            if compiled is None:
+            if first_call_s is None:  # the first call compiles: timed apart from the steady state
                 tc = time.perf_counter()
-                compiled = train_step.lower(state, batch).compile()
-                compile_s = time.perf_counter() - tc
+                state, m = train_step(state, batch)
+                jax.block_until_ready(m)
+                first_call_s = time.perf_counter() - tc
                 te = time.perf_counter()
-            elif not ms:
-                te = time.perf_counter()
-            state, m = compiled(state, batch)
+            else:
+                if not ms:
+                    te = time.perf_counter()
+                state, m = train_step(state, batch)
+                examples += _examples(batch, many)
+                timed_steps += 1
             ms.append(m)
             step += 1
-            examples += _examples(batch, many)
             bar.update(1)
             if len(ms) % config.log_every == 0:
                 bar.set_postfix_str(format_metrics(jax.device_get(m)))
-            if config.checkpoint_every and step % config.checkpoint_every == 0:
+            # an epoch's last step is saved after evaluation, with its metrics
+            if config.checkpoint_every and step % config.checkpoint_every == 0 and step % steps_per_epoch:
                 ckpt.save(state)
         jax.block_until_ready(state)
         train_s += time.perf_counter() - te if ms else 0.0
@@ -99,6 +129,8 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
         log.write(step=step, epoch=epoch + 1, split="train", **train_metrics)
         eval_metrics = evaluate(state.params)
         scalars = _metrics(eval_metrics)
+        if best_metric not in scalars:
+            raise ValueError(f"evaluate returned {sorted(scalars)}, not {best_metric!r}: pass fit(best_metric=...)")
         print(f"[Epoch {epoch + 1}] {format_metrics(scalars, 'test ')}", flush=True)
         log.write(step=step, epoch=epoch + 1, split="test", **scalars)
         ckpt.save(state, {f"test/{k}": float(np.mean(v)) for k, v in scalars.items()})
@@ -107,6 +139,9 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
         print(f"Already trained {step} of {total} steps; raise --epochs to continue.")
         eval_metrics = evaluate(state.params)
     ckpt.close()
+    step_s = train_s / timed_steps if timed_steps else 0.0
+    if first_call_s is not None:
+        compile_s = max(first_call_s - step_s, 0.0)  # the first call less one steady-state step
     return FitResult(state=state, eval_metrics=eval_metrics, steps=step, compile_seconds=compile_s,
-                     train_examples_per_sec=examples / train_s if train_s else None,
+                     train_examples_per_sec=examples / train_s if train_s and examples else None,
                      wall_seconds=time.perf_counter() - t0)

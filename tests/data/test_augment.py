@@ -80,3 +80,17 @@ def test_jitter_stays_within_bounds():
     assert out.min() >= 0.0 and out.max() <= 1.0
     ratio = out.mean(axis=(1, 2, 3)) / (_images(64) / 255.0).mean(axis=(1, 2, 3))
     assert ratio.min() < 0.97 and ratio.max() > 1.03 and ratio.max() < 1.25 and ratio.min() > 0.75
+
+
+def test_training_rotates_each_image_by_at_most_the_given_angle():
+    # one bright pixel 10 px right of the centre of a 41x41 image: a rotation by t moves it along a circle
+    x = np.zeros((64, 41, 41, 1), np.uint8)
+    x[:, 20, 30] = 255
+    pre = ImagePreprocess(41, 1, (0.0,), (1.0,), max_rotation_deg=10.0, brightness=0.0, contrast=0.0)
+    out = np.asarray(pre.train(x, jax.random.key(0)))[..., 0]
+    ys, xs = np.indices((41, 41))
+    mass = out.sum(axis=(1, 2))
+    cy, cx = (out * ys).sum(axis=(1, 2)) / mass - 20, (out * xs).sum(axis=(1, 2)) / mass - 20
+    angles = np.degrees(np.arctan2(cy, cx))
+    assert np.abs(angles).max() <= 10.5  # within +-10 degrees (bilinear blur moves the centroid a little)
+    assert angles.std() > 3 and angles.min() < -5 and angles.max() > 5  # and really spread over the range

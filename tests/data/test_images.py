@@ -53,6 +53,7 @@ def test_folder_grey_resized_and_held_out_split(tmp_path):
     ("no_classes", "no class folders"),
     ("empty_class", "holds no .png/.jpg"),
     ("bad_image", r"cannot read image .*broken\.png"),
+    ("too_few_to_split", "too few images per class"),
 ])
 def test_folder_bad_input(tmp_path, case, match):
     root = tmp_path / "data"
@@ -63,6 +64,8 @@ def test_folder_bad_input(tmp_path, case, match):
     elif case == "empty_class":
         write_folder(root)
         (root / "train" / "zebra").mkdir()
+    elif case == "too_few_to_split":
+        write_folder(root, splits=("train",), per_class=2)
     elif case == "bad_image":
         write_folder(root)
         (root / "train" / "cat" / "broken.png").write_bytes(b"not a png")

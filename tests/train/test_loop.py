@@ -34,7 +34,7 @@ def _loss(params, batch, rng):
 
 def _run(workdir, epochs, width=D, evaluations=None, **overrides):
     data = _data()
-    cfg = TrainConfig(epochs=epochs, batch_size=16, workdir=str(workdir), lr=0.05, log_every=2, **overrides)
+    cfg = TrainConfig(epochs=epochs, batch_size=overrides.pop("batch_size", 16), workdir=str(workdir), lr=0.05, log_every=2, **overrides)
     opt = make_optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay)
     state = TrainState.create({"w": jnp.zeros((width,)), "b": jnp.zeros(())}, opt, cfg.seed)
     scores = iter(evaluations or [])
@@ -46,7 +46,7 @@ def _run(workdir, epochs, width=D, evaluations=None, **overrides):
         return {"loss": 0.0, "accuracy": acc}
 
     return fit(state, make_train_step(_loss, opt), functools.partial(train_batches, data, 16, cfg.seed),
-               N // 16, evaluate, cfg)
+               N // 16, evaluate, cfg, best_metric="accuracy", best_mode="max")
 
 
 def test_two_epochs_equal_one_plus_one_resumed(tmp_path):
@@ -88,7 +88,7 @@ def test_checkpoint_of_another_shape_is_refused_untouched(tmp_path):
     _run(tmp_path, 1)
     before = {p: os.path.getmtime(os.path.join(dp, p)) for dp, _, fs in os.walk(tmp_path) for p in fs}
     metrics_before = (tmp_path / "metrics.jsonl").read_text()
-    with pytest.raises(UsageError, match=r"different model \(params/w: saved \(5,\), this run \(7,\)\)"):
+    with pytest.raises(UsageError, match=r"different model or optimizer \(params/w: saved \(5,\), this run \(7,\)\)"):
         _run(tmp_path, 2, width=7)
     after = {p: os.path.getmtime(os.path.join(dp, p)) for dp, _, fs in os.walk(tmp_path) for p in fs}
     assert before == after and (tmp_path / "metrics.jsonl").read_text() == metrics_before
@@ -106,3 +106,26 @@ def test_corrupt_checkpoint_is_a_usage_error(tmp_path):
     (tmp_path / "checkpoints" / "6" / "default" / "_METADATA").write_text("{not json")
     with pytest.raises(UsageError, match="cannot be read"):
         _run(tmp_path, 2)
+
+
+def _kept(workdir):
+    return sorted(int(p) for p in os.listdir(workdir / "checkpoints") if p.isdigit())
+
+
+def test_the_best_survives_a_resume(tmp_path):
+    _run(tmp_path, 1, keep_checkpoints=1, evaluations=[0.9])
+    _run(tmp_path, 4, keep_checkpoints=1, evaluations=[0.5, 0.4, 0.3])
+    assert _kept(tmp_path) == [6, 24]
+
+
+def test_the_best_is_kept_when_step_checkpoints_land_on_epoch_ends(tmp_path):
+    _run(tmp_path, 4, keep_checkpoints=1, checkpoint_every=3, evaluations=[0.9, 0.5, 0.4, 0.3])
+    assert _kept(tmp_path) == [6, 24]
+
+
+def test_resuming_with_another_batch_size_or_seed_is_refused(tmp_path):
+    _run(tmp_path, 1)
+    with pytest.raises(UsageError, match="batch_size = 16, this run has 32"):
+        _run(tmp_path, 2, batch_size=32)
+    with pytest.raises(UsageError, match="seed = 0, this run has 1"):
+        _run(tmp_path, 2, seed=1)
