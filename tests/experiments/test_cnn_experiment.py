@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -71,6 +72,17 @@ def _exit_2(argv, capsys):
     return err
 
 
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("finished")
+    cnn.main([*SMALL, "--epochs", "1", "--workdir", str(workdir)])
+    return workdir
+
+
+def _snapshot(root):
+    return {os.path.join(d, f): open(os.path.join(d, f), "rb").read() for d, _, fs in os.walk(root) for f in fs}
+
+
 @pytest.mark.parametrize("argv,match", [
     (["--dataset", "imagenet_nope_xyz"], "unknown dataset"),
     (["--dataset", "folder:/no/such/dir"], "no such directory"),
@@ -80,11 +92,19 @@ def _exit_2(argv, capsys):
     (["--epochs", "0"], "--epochs must be >= 1"),
     (["--colour", "red"], "unrecognized arguments"),
     (["--lr", "high"], "wants float"),
+    (["--lr", "nan"], "--lr must be >= 0"),
+    (["--brightness", "1.5"], "--brightness must be in [0, 1)"),
+    (["--batch-size", "16", "--epochs", "2"], "batch_size = 32, this run has 16"),
+    (["--seed", "7", "--epochs", "2"], "seed = 0, this run has 7"),
 ])
-def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, match):
-    err = _exit_2([*argv, "--workdir", str(tmp_path)], capsys)
+def test_bad_input_exits_2_and_leaves_a_finished_run_untouched(tmp_path, capsys, finished_run, argv, match):
+    workdir = tmp_path / "run"
+    shutil.copytree(finished_run, workdir)
+    before = _snapshot(workdir)
+    capsys.readouterr()
+    err = _exit_2([*SMALL, *argv, "--workdir", str(workdir)], capsys)
     assert match in err
-    assert not (tmp_path / "metrics.jsonl").exists()
+    assert _snapshot(workdir) == before
 
 
 @pytest.mark.parametrize("case", ["empty", "no_classes", "unreadable"])
