@@ -4,6 +4,7 @@
     python experiments/mlp.py --task sine                    # regression (MSE); fit.png
     python experiments/mlp.py --task digits --backprop manual
     python experiments/mlp.py --task digits --ensemble 8     # 8 seeds, one vmapped step, one compile
+    python experiments/mlp.py --task sine --lrs 1e-3,3e-3,1e-2,3e-2   # a learning-rate sweep, one step
     python experiments/mlp.py --task sine --compare-activations   # activations.png
 
 Writes --workdir like every experiment: summary.json, metrics.jsonl, checkpoints/, curves.png.
@@ -46,6 +47,7 @@ class Config(TrainConfig):
     hidden: str = field("64,64", "hidden layer widths, comma-separated")
     backprop: str = field("autodiff", "autodiff (jax.grad) | manual (the chain rule by hand)")
     ensemble: int = field(1, "train N models at once in one vmapped step, seeds seed..seed+N-1")
+    lrs: str = field("", "a learning-rate sweep in one vmapped step: one model per rate (e.g. 1e-3,1e-2), same seed")
     compare_activations: bool = field(False, "train every activation and plot their loss curves together")
     steps_per_epoch: int = field(100, "training steps between evaluations")
     epochs: int = field(20, "evaluations (each after --steps-per-epoch steps)")
@@ -65,7 +67,24 @@ class Config(TrainConfig):
             raise UsageError(f"--ensemble must be >= 1, got {self.ensemble}")
         if self.steps_per_epoch < 1:
             raise UsageError(f"--steps-per-epoch must be >= 1, got {self.steps_per_epoch}")
-        self.widths  # parse now, so a bad --hidden stops before anything runs
+        self.widths  # parse now, so a bad --hidden or --lrs stops before anything runs
+        if self.lrs and self.ensemble > 1:
+            raise UsageError("--lrs and --ensemble both set the number of models: use one of them")
+        if self.lrs and (self.schedule != "constant" or self.warmup_steps):
+            raise UsageError("--lrs needs --schedule constant and no warmup (each model's rate is a constant)")
+        self.learning_rates
+
+    @property
+    def learning_rates(self) -> list[float]:
+        if not self.lrs:
+            return [self.lr] * self.ensemble
+        try:
+            rates = [float(r) for r in self.lrs.split(",")]
+        except ValueError:
+            raise UsageError(f"--lrs wants comma-separated learning rates such as 1e-3,1e-2, got {self.lrs!r}") from None
+        if any(not r > 0 for r in rates):
+            raise UsageError(f"--lrs must all be > 0, got {self.lrs!r}")
+        return rates
 
     @property
     def widths(self) -> tuple[int, ...]:
@@ -82,13 +101,15 @@ def train_one(cfg: Config, activation: str, workdir: str) -> dict:
     t0 = time.perf_counter()
     data = load_vectors(cfg.task)
     task = VectorTask(MLP(cfg.widths, data.outputs, activation), LOSS_FOR_TASK[cfg.task], cfg.backprop)
-    seeds = [cfg.seed + i for i in range(cfg.ensemble)]
-    many = cfg.ensemble > 1
+    lrs = cfg.learning_rates
+    seeds = [cfg.seed] * len(lrs) if cfg.lrs else [cfg.seed + i for i in range(cfg.ensemble)]
+    many = len(seeds) > 1
     batch_size = min(cfg.batch_size, len(data.train["x"]))
-    optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay, momentum=cfg.momentum, schedule=cfg.schedule,
-                               warmup_steps=cfg.warmup_steps, total_steps=cfg.epochs * cfg.steps_per_epoch,
-                               clip_norm=cfg.clip_norm)
-    states = [TrainState.create(task.init(jax.random.key(s), data.train), optimizer, s) for s in seeds]
+    optimizers = [make_optimizer(cfg.optimizer, lr, cfg.weight_decay, momentum=cfg.momentum, schedule=cfg.schedule,
+                                 warmup_steps=cfg.warmup_steps, total_steps=cfg.epochs * cfg.steps_per_epoch,
+                                 clip_norm=cfg.clip_norm, hyperparams_as_data=bool(cfg.lrs)) for lr in lrs]
+    optimizer = optimizers[0]  # with --lrs, each model's rate lives in its own optimizer state
+    states = [TrainState.create(task.init(jax.random.key(s), data.train), opt, s) for s, opt in zip(seeds, optimizers)]
 
     def batches(epoch, skip):
         streams = [cycled_batches(data.train, batch_size, s, epoch, cfg.steps_per_epoch, skip) for s in seeds]
@@ -99,7 +120,7 @@ def train_one(cfg: Config, activation: str, workdir: str) -> dict:
                  make_train_step(task.loss, optimizer, grad_fn=task.step_grad_fn, many=many), batches,
                  cfg.steps_per_epoch, lambda p: task.evaluate(p, data.test, many), run_cfg,
                  best_metric=task.main_metric, best_mode="min" if task.main_metric == "mse" else "max", many=many,
-                 identity={"task": cfg.task, "activation": activation, "ensemble": cfg.ensemble})
+                 identity={"task": cfg.task, "activation": activation, "ensemble": cfg.ensemble, "lrs": cfg.lrs})
 
     first = unstack_state(result.state, 0) if many else result.state
     _pictures(cfg.task, task, first.params, data, workdir, activation)
@@ -110,7 +131,7 @@ def train_one(cfg: Config, activation: str, workdir: str) -> dict:
                "num_params": num_params(first.params), "steps": result.steps, "dataset": cfg.task,
                "device": device_description(), "wall_seconds": time.perf_counter() - t0}
     if many:
-        summary.update(ensemble_mean=float(main.mean()), ensemble_std=float(main.std()), seeds=seeds,
+        summary.update(ensemble_mean=float(main.mean()), ensemble_std=float(main.std()), seeds=seeds, lrs=lrs,
                        **{f"per_model_test_{task.main_metric}": main.tolist(),
                           "per_model_test_loss": np.asarray(result.eval_metrics["loss"]).tolist()})
     write_summary(workdir, summary)

@@ -62,6 +62,15 @@ def test_ensemble_equals_separate_runs_and_compiles_once(tmp_path):
     assert n4 > 0 and n4 == n2  # the number of compilations does not grow with the number of models
 
 
+def test_learning_rate_sweep_equals_separate_runs(tmp_path):
+    args = ["--task", "sine", "--hidden", "16", "--epochs", "1", "--steps-per-epoch", "40"]
+    separate = [mlp.main([*args, "--lr", lr, "--workdir", str(tmp_path / lr)]) for lr in ("0.001", "0.03")]
+    sweep = mlp.main([*args, "--lrs", "0.001,0.03", "--workdir", str(tmp_path / "sweep")])
+    assert sweep["lrs"] == [0.001, 0.03] and sweep["seeds"] == [0, 0]
+    np.testing.assert_allclose(sweep["per_model_test_loss"], [s["test_loss"] for s in separate], rtol=1e-4)
+    assert separate[0]["test_loss"] != pytest.approx(separate[1]["test_loss"], rel=0.1)
+
+
 @pytest.mark.parametrize("argv,match", [
     (["--activation", "swish2"], "unknown --activation"),
     (["--task", "parity"], "unknown --task"),
@@ -69,6 +78,9 @@ def test_ensemble_equals_separate_runs_and_compiles_once(tmp_path):
     (["--hidden", "64,0"], "widths must be >= 1"),
     (["--ensemble", "0"], "--ensemble must be >= 1"),
     (["--backprop", "numeric"], "--backprop must be autodiff or manual"),
+    (["--lrs", "0.1,fast"], "--lrs wants comma-separated learning rates"),
+    (["--lrs", "0.1,0.2", "--ensemble", "2"], "use one of them"),
+    (["--lrs", "0.1,0.2", "--schedule", "cosine"], "--lrs needs --schedule constant"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, match):
     with pytest.raises(SystemExit) as e:
