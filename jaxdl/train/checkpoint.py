@@ -39,9 +39,6 @@ class Checkpoints:
         self.manager = ocp.CheckpointManager(self.directory, options=options,
                                             item_handlers=ocp.StandardCheckpointHandler())
 
-    def latest_step(self) -> int | None:
-        return self.manager.latest_step()
-
     def restore_or(self, state: Any) -> Any:
         """The latest checkpoint restored into `state`'s structure, or `state` if there is none."""
         step = self.manager.latest_step()
