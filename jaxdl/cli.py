@@ -23,6 +23,11 @@ def field(default: Any, help: str) -> Any:
     return dataclasses.field(default=default, metadata={"help": help})
 
 
+def fixed(default: Any) -> Any:
+    """An inherited field this config does not offer as a flag (e.g. epochs, for step-counted runs)."""
+    return dataclasses.field(default=default, metadata={"cli": False})
+
+
 class _OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> typing.NoReturn:  # argparse would print usage too
         raise UsageError(f"{message} (see --help)")
@@ -53,6 +58,8 @@ def parse(config_cls: type[C], argv: Sequence[str] | None = None, description: s
     hints = typing.get_type_hints(config_cls)
     parser = _OneLineParser(description=description, allow_abbrev=False)
     for f in dataclasses.fields(config_cls):
+        if not f.metadata.get("cli", True):
+            continue
         conv = _parser_for(hints[f.name], f.name)
 
         def typed(s: str, conv=conv, f=f) -> Any:
@@ -70,7 +77,7 @@ def parse(config_cls: type[C], argv: Sequence[str] | None = None, description: s
                             metavar=type(f.default).__name__.upper() if f.default is not None else "VALUE",
                             help=f"{f.metadata.get('help', '')} (default: {f.default})")
     ns = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    return config_cls(**vars(ns))
+    return config_cls(**vars(ns))  # fields that are not flags keep their defaults
 
 
 def run(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> None:

@@ -16,29 +16,30 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
-def _epoch_series(events: list[dict], split: str, key: str) -> tuple[list[int], list[float]]:
+def _epoch_series(events: list[dict], split: str, key: str, x_key: str = "epoch") -> tuple[list[int], list[float]]:
     latest: dict[int, float] = {}  # a resumed run may log an epoch twice: the last one wins
     for e in events:
-        if e.get("split") == split and key in e and "epoch" in e:
-            latest[int(e["epoch"])] = float(np.mean(e[key]))  # many models: their mean
+        if e.get("split") == split and key in e and x_key in e:
+            latest[int(e[x_key])] = float(np.mean(e[key]))  # many models: their mean
     epochs = sorted(latest)
     return epochs, [latest[i] for i in epochs]
 
 
 def curves(metrics_jsonl: str, out_png: str, keys: tuple[str, ...] = ("loss", "accuracy")) -> None:
-    """One panel per metric, train and test per epoch."""
+    """One panel per metric, train and test per epoch (per step for runs counted in steps)."""
     with open(metrics_jsonl) as f:
         events = [json.loads(line) for line in f if line.strip()]
+    x_key = "epoch" if any("epoch" in e for e in events) else "step"
     keys = tuple(k for k in keys if any(k in e for e in events))
     if not keys:
         return
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for split in ("train", "test"):
-            x, y = _epoch_series(events, split, key)
+            x, y = _epoch_series(events, split, key, x_key)
             if x:
                 ax.plot(x, y, marker="o", label=split)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(x_key)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)

@@ -1,15 +1,18 @@
 """`fit`: the one training loop, the same for every model family.
 
-Epochs of jitted steps with a tqdm bar, the per-epoch line, evaluation,
-metrics.jsonl, curves.png, checkpoints (every epoch, every N steps, last K and
+Rounds of jitted steps with a tqdm bar, the per-round line, evaluation,
+metrics.jsonl, curves.png, checkpoints (every round, every N steps, last K and
 the best) and exact resume: rerunning with the same workdir restores the latest
-checkpoint and skips the batches already seen in its epoch.
+checkpoint and skips the batches already seen in its round. A round is an epoch
+(`config.epochs` of them), or, given `total_steps`, a fixed number of steps
+between evaluations (for data without epochs, such as random text windows).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import itertools
 import os
 import time
 from typing import Any, Callable, Iterable
@@ -74,30 +77,38 @@ def _examples(batch: Any, many: bool) -> int:
 
 def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_per_epoch: int,
         evaluate: Evaluate, config: TrainConfig, *, best_metric: str = "loss", best_mode: str = "min",
-        many: bool = False, identity: dict[str, Any] | None = None) -> FitResult:
+        many: bool = False, identity: dict[str, Any] | None = None, total_steps: int | None = None) -> FitResult:
     """Train to `config.epochs`, resuming from `config.workdir` if it holds a checkpoint.
+
+    total_steps: train this many steps in all, evaluating every `steps_per_epoch` steps (the last
+        round may be shorter); `train_batches(round, skip)` may then be endless.
 
     many: the state is stacked (`stack_states`) and batches carry a leading model axis.
     identity: what must not change when a run is resumed (with seed, batch size and steps per
         epoch, kept in `run.json`), e.g. the dataset; a mismatch is a UsageError.
     """
     t0 = time.perf_counter()
-    identity = {"seed": config.seed, "batch_size": config.batch_size, "steps_per_epoch": steps_per_epoch,
-                **(identity or {})}
+    by_steps = total_steps is not None
+    identity = {"seed": config.seed, "batch_size": config.batch_size, **(identity or {})}
+    if not by_steps:  # epochs: the data order depends on the epoch length
+        identity["steps_per_epoch"] = steps_per_epoch
     ckpt = Checkpoints(os.path.join(config.workdir, "checkpoints"), config.keep_checkpoints,
                        f"test/{best_metric}", best_mode)
     state = ckpt.restore_or(state)  # raises UsageError before anything is written
     check_identity(config.workdir, identity, resuming=step_of(state) > 0)
     log = MetricsLog(config.workdir)
     step = step_of(state)
-    total = config.epochs * steps_per_epoch
+    total = total_steps if by_steps else config.epochs * steps_per_epoch
+    rounds = -(-total // steps_per_epoch)
+    name = "Round" if by_steps else "Epoch"
     if step:
         print(f"Resuming from step {step} ({config.workdir}/checkpoints)")
     first_call_s, compile_s, train_s, examples, timed_steps, eval_metrics = None, None, 0.0, 0, 0, {}
-    for epoch in range(step // steps_per_epoch, config.epochs):
+    for epoch in range(step // steps_per_epoch, rounds):
         skip = step - epoch * steps_per_epoch
-        batches = iter(train_batches(epoch, skip))
-        bar = tqdm(total=steps_per_epoch, initial=skip, desc=f"Epoch {epoch + 1}/{config.epochs}",
+        in_round = min(steps_per_epoch, total - epoch * steps_per_epoch)
+        batches = itertools.islice(train_batches(epoch, skip), in_round - skip)
+        bar = tqdm(total=in_round, initial=skip, desc=f"{name} {epoch + 1}/{rounds}",
                    unit="step", dynamic_ncols=True)
         ms: list[dict[str, jax.Array]] = []
         for batch in batches:
@@ -119,24 +130,26 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
             if len(ms) % config.log_every == 0:
                 bar.set_postfix_str(format_metrics(jax.device_get(m)))
             # an epoch's last step is saved after evaluation, with its metrics
-            if config.checkpoint_every and step % config.checkpoint_every == 0 and step % steps_per_epoch:
+            if config.checkpoint_every and step % config.checkpoint_every == 0 and len(ms) < in_round - skip:
                 ckpt.save(state)
         jax.block_until_ready(state)
         train_s += time.perf_counter() - te if ms else 0.0
         bar.close()
         train_metrics = _mean_metrics(ms)
-        print(f"[Epoch {epoch + 1}] {format_metrics(train_metrics)}", flush=True)
-        log.write(step=step, epoch=epoch + 1, split="train", **train_metrics)
+        tag = f"[Step {step}]" if by_steps else f"[Epoch {epoch + 1}]"
+        where = {"step": step} if by_steps else {"step": step, "epoch": epoch + 1}
+        print(f"{tag} {format_metrics(train_metrics)}", flush=True)
+        log.write(**where, split="train", **train_metrics)
         eval_metrics = evaluate(state.params)
         scalars = _metrics(eval_metrics)
         if best_metric not in scalars:
             raise ValueError(f"evaluate returned {sorted(scalars)}, not {best_metric!r}: pass fit(best_metric=...)")
-        print(f"[Epoch {epoch + 1}] {format_metrics(scalars, 'test ')}", flush=True)
-        log.write(step=step, epoch=epoch + 1, split="test", **scalars)
+        print(f"{tag} {format_metrics(scalars, 'test ')}", flush=True)
+        log.write(**where, split="test", **scalars)
         ckpt.save(state, {f"test/{k}": float(np.mean(v)) for k, v in scalars.items()})
         plots.curves(log.path, os.path.join(config.workdir, "curves.png"))
     if not eval_metrics:  # nothing left to train: evaluate what was restored
-        print(f"Already trained {step} of {total} steps; raise --epochs to continue.")
+        print(f"Already trained {step} of {total} steps; raise --{'steps' if by_steps else 'epochs'} to continue.")
         eval_metrics = evaluate(state.params)
     ckpt.close()
     step_s = train_s / timed_steps if timed_steps else 0.0

@@ -1,0 +1,322 @@
+"""Recurrent nets: Elman RNN, LSTM and GRU layers scanned over time, with PyTorch's exact arithmetic.
+
+Per layer and direction, with x the input and h, c the carried state (W x means x @ w):
+
+    rnn:   h' = tanh(W_ih x + b_ih + W_hh h + b_hh)
+    lstm:  i, f, g, o = split(W_ih x + b_ih + W_hh h + b_hh)          (PyTorch's gate order)
+           c' = sigmoid(f) c + sigmoid(i) tanh(g);  h' = sigmoid(o) tanh(c')
+    gru:   r, z, n_x = split(W_ih x + b_ih);  r_h, z_h, n_h = split(W_hh h + b_hh)
+           r = sigmoid(r + r_h);  z = sigmoid(z + z_h);  n = tanh(n_x + r (n_h))
+           h' = (1 - z) n + z h                                      (b_hn stays inside r (...))
+
+The input projection of every time step is one matmul, hoisted out of the `lax.scan`; only the
+recurrent matmul runs inside it, and the backward pass is hand-scheduled like cuDNN's (`recurrence`). Inputs are batch-first `(B, T, D)`; the carry mirrors PyTorch:
+`h` of shape `(layers * directions, B, H)`, and `(h, c)` for the LSTM. Per-sequence `lengths`
+stop each sequence's state at its last real step (padded outputs are zeros), and the reverse
+direction reads each sequence backwards from its own last step, as `pack_padded_sequence` does.
+
+`params_from_torch` / `params_to_torch` convert to and from `torch.nn.RNN/LSTM/GRU` state dicts
+(any mapping of names to arrays; this file never imports torch).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+CELLS = ("rnn", "lstm", "gru")
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+Carry = Any  # h_LBH, or (h_LBH, c_LBH) for the LSTM; L = layers * directions
+
+
+def rnn_cell(xg_BG, hg_BG, h_BH):
+    """One Elman step after the matmuls: xg = W_ih x + b_ih, hg = W_hh h + b_hh. -> (carry, output)."""
+    h_BH = jnp.tanh(xg_BG + hg_BG)
+    return h_BH, h_BH
+
+
+def lstm_cell(xg_BG, hg_BG, carry):
+    h_BH, c_BH = carry
+    i, f, g, o = jnp.split(xg_BG + hg_BG, 4, axis=-1)
+    c_BH = jax.nn.sigmoid(f) * c_BH + jax.nn.sigmoid(i) * jnp.tanh(g)
+    h_BH = jax.nn.sigmoid(o) * jnp.tanh(c_BH)
+    return (h_BH, c_BH), h_BH
+
+
+def gru_cell(xg_BG, hg_BG, h_BH):
+    xr, xz, xn = jnp.split(xg_BG, 3, axis=-1)
+    hr, hz, hn = jnp.split(hg_BG, 3, axis=-1)
+    r = jax.nn.sigmoid(xr + hr)
+    z = jax.nn.sigmoid(xz + hz)
+    n = jnp.tanh(xn + r * hn)
+    h_BH = (1.0 - z) * n + z * h_BH
+    return h_BH, h_BH
+
+
+CELL_FNS = {"rnn": rnn_cell, "lstm": lstm_cell, "gru": gru_cell}
+
+
+def hidden_of(carry: Carry) -> jax.Array:
+    return carry[0] if isinstance(carry, tuple) else carry
+
+
+def _with_hidden(carry: Carry, h: jax.Array) -> Carry:
+    return (h, *carry[1:]) if isinstance(carry, tuple) else h
+
+
+def recurrence(cell: str, w_hh: jax.Array, b_hh: jax.Array, xg_TBG: jax.Array, carry: Carry,
+               mask_TB: jax.Array | None = None, unroll: int = 1) -> tuple[jax.Array, Carry]:
+    """Run a cell over time (time-major): `(h_TBH, final carry)`. Past a sequence's end (mask
+    false) its state is frozen and its output is zero.
+
+    The gradient is the one cuDNN computes: the backward scan carries only the state's gradient
+    (one matmul by W_hh^T per step) and emits each step's gate gradients; the weight gradient is
+    then a single `(T*B, H)^T @ (T*B, G)` matmul instead of T small ones accumulated in the loop.
+    """
+    return _recurrence(cell, unroll)(w_hh, b_hh, xg_TBG, carry, mask_TB)
+
+
+@functools.lru_cache(maxsize=None)
+def _recurrence(cell: str, unroll: int):
+    post = CELL_FNS[cell]
+
+    def masked_post(xg_BG, hg_BG, carry, m_B):
+        new, h_BH = post(xg_BG, hg_BG, carry)
+        if m_B is None:
+            return new, h_BH
+        keep = lambda n, o: jnp.where(m_B[:, None], n, o)
+        return jax.tree.map(keep, new, carry), jnp.where(m_B[:, None], h_BH, 0.0)
+
+    def scan(w_hh, b_hh, xg_TBG, carry, mask_TB, save: bool):
+        def body(carry, inputs):
+            xg_BG, m_B = inputs
+            hg_BG = hidden_of(carry) @ w_hh + b_hh
+            new, h_BH = masked_post(xg_BG, hg_BG, carry, m_B)
+            return new, (h_BH, (carry, hg_BG) if save else None)
+        carry, (h_TBH, saved) = jax.lax.scan(body, carry, (xg_TBG, mask_TB), unroll=unroll)
+        return h_TBH, carry, saved
+
+    @jax.custom_vjp
+    def run(w_hh, b_hh, xg_TBG, carry, mask_TB):
+        h_TBH, carry, _ = scan(w_hh, b_hh, xg_TBG, carry, mask_TB, save=False)
+        return h_TBH, carry
+
+    def run_fwd(w_hh, b_hh, xg_TBG, carry, mask_TB):
+        h_TBH, final, (carries, hg_TBG) = scan(w_hh, b_hh, xg_TBG, carry, mask_TB, save=True)
+        return (h_TBH, final), (w_hh, xg_TBG, mask_TB, carries, hg_TBG)
+
+    def run_bwd(res, cotangents):
+        w_hh, xg_TBG, mask_TB, carries, hg_TBG = res
+        dh_TBH, dfinal = cotangents
+
+        def body(dcarry, inputs):
+            xg_BG, hg_BG, carry, m_B, dh_BH = inputs
+            _, vjp = jax.vjp(lambda x, h, c: masked_post(x, h, c, m_B), xg_BG, hg_BG, carry)
+            dxg_BG, dhg_BG, dprev = vjp((dcarry, dh_BH))
+            dprev = _with_hidden(dprev, hidden_of(dprev) + dhg_BG @ w_hh.T)
+            return dprev, (dxg_BG, dhg_BG)
+
+        dcarry, (dxg_TBG, dhg_TBG) = jax.lax.scan(body, dfinal, (xg_TBG, hg_TBG, carries, mask_TB, dh_TBH),
+                                                  reverse=True, unroll=unroll)
+        dw_hh = jnp.einsum("tbh,tbg->hg", hidden_of(carries), dhg_TBG)
+        return dw_hh, dhg_TBG.sum((0, 1)), dxg_TBG, dcarry, None
+
+    run.defvjp(run_fwd, run_bwd)
+    return run
+
+
+def reverse_in_time(x_TB: jax.Array, lengths_B: jax.Array | None) -> jax.Array:
+    """Reverse each sequence (time-major) within its own length, padding left in place; an involution."""
+    if lengths_B is None:
+        return jnp.flip(x_TB, axis=0)
+    t_T1 = jnp.arange(x_TB.shape[0])[:, None]
+    idx_TB = jnp.where(t_T1 < lengths_B[None], lengths_B[None] - 1 - t_T1, t_T1)
+    return jnp.take_along_axis(x_TB, idx_TB.reshape(idx_TB.shape + (1,) * (x_TB.ndim - 2)), axis=0)
+
+
+def _torch_uniform(scale: float):
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -scale, scale)
+    return init
+
+
+class RecurrentLayer(nn.Module):
+    """One direction of one layer over a whole time-major sequence `(T, B, D) -> (T, B, H)`."""
+
+    cell: str
+    hidden: int
+    unroll: int = 1
+
+    @nn.compact
+    def __call__(self, x_TBD: jax.Array, carry: Carry, mask_TB: jax.Array | None) -> tuple[jax.Array, Carry]:
+        gh = GATES[self.cell] * self.hidden
+        init = _torch_uniform(1.0 / np.sqrt(self.hidden))  # PyTorch's default for every weight and bias
+        w_ih = self.param("w_ih", init, (x_TBD.shape[-1], gh))
+        w_hh = self.param("w_hh", init, (self.hidden, gh))
+        b_ih = self.param("b_ih", init, (gh,))
+        b_hh = self.param("b_hh", init, (gh,))
+        xg_TBG = x_TBD @ w_ih + b_ih  # every step's input projection in one matmul, outside the scan
+        return recurrence(self.cell, w_hh, b_hh, xg_TBG, carry, mask_TB, self.unroll)
+
+
+class Recurrent(nn.Module):
+    """A stack of recurrent layers (torch.nn.RNN/LSTM/GRU with batch_first=True).
+
+    Returns `(y_BTO, carry)`: the last layer's outputs (O = hidden * directions, directions
+    concatenated forward first) and the final carry, which can be fed back to continue.
+    """
+
+    cell: str = "lstm"
+    hidden: int = 128
+    layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0  # between layers, as PyTorch (not after the last)
+    unroll: int = 1
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"unknown cell {self.cell!r}: use one of {', '.join(CELLS)}")
+        super().__post_init__()
+
+    @property
+    def directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def initial_carry(self, batch: int, dtype=jnp.float32) -> Carry:
+        h = jnp.zeros((self.layers * self.directions, batch, self.hidden), dtype)
+        return (h, h) if self.cell == "lstm" else h
+
+    @nn.compact
+    def __call__(self, x_BTD: jax.Array, carry: Carry | None = None, lengths_B: jax.Array | None = None,
+                 *, train: bool = False) -> tuple[jax.Array, Carry]:
+        if carry is None:
+            carry = self.initial_carry(x_BTD.shape[0], x_BTD.dtype)
+        mask_TB = None if lengths_B is None else jnp.arange(x_BTD.shape[1])[:, None] < lengths_B[None]
+        finals, y_TBD = [], jnp.swapaxes(x_BTD, 0, 1)  # time-major inside: each step reads one contiguous slab
+        for layer in range(self.layers):
+            outs = []
+            for d in range(self.directions):
+                k = layer * self.directions + d
+                c0 = jax.tree.map(lambda a: a[k], carry)
+                rnn = RecurrentLayer(self.cell, self.hidden, self.unroll, name=f"layer{layer}" + ("_reverse" if d else ""))
+                if d == 0:
+                    h_TBH, c = rnn(y_TBD, c0, mask_TB)
+                else:
+                    h_TBH, c = rnn(reverse_in_time(y_TBD, lengths_B), c0, mask_TB)
+                    h_TBH = reverse_in_time(h_TBH, lengths_B)
+                outs.append(h_TBH)
+                finals.append(c)
+            y_TBD = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=-1)
+            if layer < self.layers - 1 and self.dropout > 0:
+                y_TBD = nn.Dropout(self.dropout, deterministic=not train)(y_TBD)
+        y = jnp.swapaxes(y_TBD, 0, 1)
+        return y, jax.tree.map(lambda *cs: jnp.stack(cs), *finals)
+
+
+def SimpleRNN(hidden: int, **kw: Any) -> Recurrent:
+    return Recurrent("rnn", hidden, **kw)
+
+
+def LSTM(hidden: int, **kw: Any) -> Recurrent:
+    return Recurrent("lstm", hidden, **kw)
+
+
+def GRU(hidden: int, **kw: Any) -> Recurrent:
+    return Recurrent("gru", hidden, **kw)
+
+
+def final_hidden(carry: Carry, directions: int) -> jax.Array:
+    """The last layer's final hidden state, directions concatenated: `(B, H * directions)`."""
+    h_LBH = carry[0] if isinstance(carry, tuple) else carry
+    return jnp.concatenate(list(h_LBH[-directions:]), axis=-1)
+
+
+class RecurrentLM(nn.Module):
+    """A recurrent language model: embedding -> recurrent stack -> dropout -> vocabulary logits.
+
+    `__call__(tokens_BT, carry=None, lengths_B=None, train=False) -> (logits_BTV, carry)`: the
+    interface `jaxdl.tasks.language_model` trains and samples from.
+    """
+
+    vocab_size: int
+    cell: str = "lstm"
+    embed: int = 64
+    hidden: int = 256
+    layers: int = 2
+    dropout: float = 0.0
+    unroll: int = 1
+
+    def setup(self) -> None:
+        self.embedding = nn.Embed(self.vocab_size, self.embed, embedding_init=nn.initializers.normal(1.0))
+        self.rnn = Recurrent(self.cell, self.hidden, self.layers, dropout=self.dropout, unroll=self.unroll)
+        self.drop = nn.Dropout(self.dropout)
+        self.head = nn.Dense(self.vocab_size)
+
+    def initial_carry(self, batch: int) -> Carry:
+        return Recurrent(self.cell, self.hidden, self.layers).initial_carry(batch)
+
+    def __call__(self, tokens_BT: jax.Array, carry: Carry | None = None, lengths_B: jax.Array | None = None,
+                 *, train: bool = False) -> tuple[jax.Array, Carry]:
+        x_BTE = self.drop(self.embedding(tokens_BT), deterministic=not train)
+        h_BTH, carry = self.rnn(x_BTE, carry, lengths_B, train=train)
+        return self.head(self.drop(h_BTH, deterministic=not train)), carry
+
+
+class SequenceClassifier(nn.Module):
+    """Classify a whole sequence from the recurrent stack's final hidden state (both directions)."""
+
+    num_classes: int
+    vocab_size: int = 0  # > 0: the inputs are token ids, embedded first; 0: they are vectors (B, T, D)
+    cell: str = "lstm"
+    embed: int = 32
+    hidden: int = 64
+    layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x, lengths_B: jax.Array | None = None, *, train: bool = False) -> jax.Array:
+        if self.vocab_size:
+            x = nn.Embed(self.vocab_size, self.embed)(x)
+        rnn = Recurrent(self.cell, self.hidden, self.layers, self.bidirectional, self.dropout)
+        _, carry = rnn(x, None, lengths_B, train=train)
+        h_BH = nn.Dropout(self.dropout, deterministic=not train)(final_hidden(carry, rnn.directions))
+        return nn.Dense(self.num_classes)(h_BH)
+
+
+def _layer_names(layers: int, bidirectional: bool) -> list[tuple[str, str]]:
+    """(flax submodule name, torch suffix) for each layer and direction, in PyTorch's order."""
+    return [(f"layer{l}" + ("_reverse" if d else ""), f"l{l}" + ("_reverse" if d else ""))
+            for l in range(layers) for d in range(2 if bidirectional else 1)]
+
+
+def params_from_torch(state_dict: Mapping[str, Any], layers: int, bidirectional: bool = False) -> dict:
+    """A `torch.nn.RNN/LSTM/GRU` state dict (tensors or arrays) -> params of `Recurrent`.
+
+    Torch keeps `weight_ih_l{k}` as (gates * hidden, in); ours is its transpose, so `x @ w`.
+    """
+    arr = lambda v: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v, np.float32)
+    out = {}
+    for ours, theirs in _layer_names(layers, bidirectional):
+        out[ours] = {"w_ih": arr(state_dict[f"weight_ih_{theirs}"]).T, "w_hh": arr(state_dict[f"weight_hh_{theirs}"]).T,
+                     "b_ih": arr(state_dict[f"bias_ih_{theirs}"]), "b_hh": arr(state_dict[f"bias_hh_{theirs}"])}
+    return {"params": out}
+
+
+def params_to_torch(params: Mapping[str, Any], layers: int, bidirectional: bool = False) -> dict[str, np.ndarray]:
+    """Params of `Recurrent` -> a state dict of numpy arrays for `torch.nn.RNN/LSTM/GRU`
+    (`module.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})`)."""
+    p = params.get("params", params)
+    out = {}
+    for ours, theirs in _layer_names(layers, bidirectional):
+        q = jax.device_get(p[ours])
+        out[f"weight_ih_{theirs}"] = np.ascontiguousarray(np.asarray(q["w_ih"]).T)
+        out[f"weight_hh_{theirs}"] = np.ascontiguousarray(np.asarray(q["w_hh"]).T)
+        out[f"bias_ih_{theirs}"] = np.asarray(q["b_ih"])
+        out[f"bias_hh_{theirs}"] = np.asarray(q["b_hh"])
+    return out
