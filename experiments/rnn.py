@@ -27,7 +27,7 @@ import jax  # noqa: E402
 
 from jaxdl import cli  # noqa: E402
 from jaxdl.cli import field, fixed  # noqa: E402
-from jaxdl.data.text import EMBEDDED, check_seq_len, eval_windows, load_text, save_tokenizer, window_batches  # noqa: E402
+from jaxdl.data.text import EMBEDDED, check_seq_len, default_prompt, eval_windows, load_text, save_tokenizer, window_batches  # noqa: E402
 from jaxdl.errors import UsageError  # noqa: E402
 from jaxdl.models.recurrent import CELLS, RecurrentLM  # noqa: E402
 from jaxdl.tasks.language_model import LanguageModel  # noqa: E402
@@ -49,7 +49,7 @@ class Config(TrainConfig):
     dataset: str = field(EMBEDDED, f"{EMBEDDED} (embedded, offline) | text:PATH | tiny_shakespeare | tfds:NAME")
     data_dir: str = field("", "TFDS data directory (default: TFDS's own)")
     tokenizer: str = field("char", "char (one id per character of the text) | byte (UTF-8 bytes, 256 ids)")
-    prompt: str = field("First Citizen:\n", "text the samples continue")
+    prompt: str = field("", "text the samples continue; empty = a newline (the text's first character if it has none)")
     sample_length: int = field(300, "tokens generated after the prompt")
     temperature: float = field(0.8, "sampling temperature; 0 = greedy")
     top_k: int = field(0, "sample from the k most likely tokens only; 0 = all")
@@ -74,8 +74,6 @@ class Config(TrainConfig):
             raise UsageError(f"--temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if self.top_k < 0:
             raise UsageError(f"--top-k must be >= 0 (0 = no limit), got {self.top_k}")
-        if not self.prompt:
-            raise UsageError("--prompt must not be empty: generation continues a prompt")
 
 
 def main(argv=None) -> dict:
@@ -83,7 +81,11 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     data = load_text(cfg.dataset, cfg.tokenizer, cfg.data_dir or None)
     check_seq_len(data, cfg.seq_len)
-    prompt_ids = data.tokenizer.encode(cfg.prompt)[None]  # checked before anything is written
+    prompt = cfg.prompt or default_prompt(data)
+    try:  # checked before anything is written
+        prompt_ids = data.tokenizer.encode(prompt)[None]
+    except UsageError as e:
+        raise UsageError(f"--prompt {prompt!r}: {e}") from None
     if cfg.top_k > data.tokenizer.vocab_size:
         raise UsageError(f"--top-k {cfg.top_k} exceeds the vocabulary ({data.tokenizer.vocab_size} tokens)")
     print(f"{data.name}: {len(data.train):,} train / {len(data.valid):,} validation tokens, "
@@ -100,10 +102,10 @@ def main(argv=None) -> dict:
 
     def sample(params) -> str:
         ids = task.generate(params, prompt_ids, sample_key, cfg.sample_length, cfg.temperature, cfg.top_k)
-        return cfg.prompt + data.tokenizer.decode(ids[0])
+        return prompt + data.tokenizer.decode(ids[0])
 
     def evaluate(params) -> dict:
-        metrics = task.evaluate(params, eval_windows(data.valid, cfg.seq_len, cfg.batch_size), data.valid_chars)
+        metrics = task.evaluate(params, eval_windows(data.valid, cfg.seq_len, cfg.batch_size), data.tokens_per_char)
         text = sample(params)
         print(f"--- sample ---\n{text}\n--------------", flush=True)
         return {**metrics, "outputs": {"sample": text}}

@@ -103,7 +103,12 @@ class TextData:
     tokenizer: Tokenizer
     train: np.ndarray  # int32 token ids
     valid: np.ndarray
-    valid_chars: int  # characters in the validation text (bits per character = bits / this)
+    valid_chars: int  # characters in the validation text
+
+    @property
+    def tokens_per_char(self) -> float:
+        """Validation tokens per character: 1 for characters, about 1.0-1.5 for UTF-8 bytes."""
+        return len(self.valid) / self.valid_chars
 
 
 def embedded_text() -> str:
@@ -178,6 +183,15 @@ def check_seq_len(data: TextData, seq_len: int) -> None:
                          f"of {data.name}): lower --seq-len or use a longer text")
     if seq_len + 1 > len(data.train):
         raise UsageError(f"--seq-len {seq_len} is longer than the training split ({len(data.train)} tokens): lower it")
+
+
+def default_prompt(data: TextData) -> str:
+    """A newline (a new line, a new speaker, a new paragraph), or the text's first character."""
+    try:
+        data.tokenizer.encode("\n")
+        return "\n"
+    except UsageError:
+        return data.tokenizer.decode(data.train[:1])
 
 
 def window_batches(tokens: np.ndarray, batch_size: int, seq_len: int, seed: int, steps_per_round: int,

@@ -55,15 +55,16 @@ class LanguageModel:
         hits_BT = logits_BTV.argmax(-1) == tokens_BT1[:, 1:]
         return jnp.where(mask_BT, nll_BT, 0.0).sum(), (hits_BT & mask_BT).sum()
 
-    def evaluate(self, params: Any, batches: Iterable[dict[str, np.ndarray]], chars: int | None = None) -> dict[str, float]:
-        """loss (nats per token), bpc (bits per character; per token when `chars` is None),
-        perplexity and next-token accuracy over every masked-in target of `batches`."""
+    def evaluate(self, params: Any, batches: Iterable[dict[str, np.ndarray]], tokens_per_char: float = 1.0) -> dict[str, float]:
+        """loss (nats per token), bpc (bits per character: per token times tokens per character,
+        1 for a character tokenizer), perplexity and next-token accuracy over every masked-in
+        target of `batches`."""
         nll, hits, n = 0.0, 0, 0
         for batch in batches:
             s, h = self._eval_batch(params, batch)
             nll, hits, n = nll + float(s), hits + int(h), n + int(batch["mask"].sum())
         loss = nll / n
-        return {"loss": loss, "bpc": nll / math.log(2) / (chars or n), "perplexity": math.exp(min(loss, 50.0)),
+        return {"loss": loss, "bpc": loss / math.log(2) * tokens_per_char, "perplexity": math.exp(min(loss, 50.0)),
                 "accuracy": hits / n}
 
     def generate(self, params: Any, prompt_BT: np.ndarray, key: jax.Array, new_tokens: int,

@@ -1,0 +1,124 @@
+"""experiments/rnn.py end to end at small sizes: the workdir contract, resume by steps, every cell, bad input."""
+
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from experiments import rnn
+from jaxdl import cli
+
+TINY = ["--hidden", "16", "--embed", "8", "--layers", "1", "--seq-len", "16", "--batch-size", "4",
+        "--sample-length", "12", "--log-every", "2"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("text") / "corpus.txt"
+    path.write_text("It is a truth universally acknowledged, that a single man in possession of a good "
+                    "fortune, must be in want of a wife.\n" * 8, encoding="utf-8")
+    return path
+
+
+def _params(workdir):
+    ckpt = os.path.join(workdir, "checkpoints")
+    step = max(int(s) for s in os.listdir(ckpt) if s.isdigit())
+    return ocp.StandardCheckpointer().restore(os.path.join(ckpt, str(step), "default"))["params"]
+
+
+def test_run_writes_the_contract(tmp_path, corpus):
+    summary = rnn.main([*TINY, "--steps", "7", "--eval-every", "3", "--dataset", f"text:{corpus}",
+                        "--workdir", str(tmp_path)])
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    for key in ("val_loss", "val_bpc", "tokens_per_sec", "compile_seconds", "num_params", "sample", "steps",
+                "dataset", "device", "wall_seconds"):
+        assert key in on_disk, key
+    assert on_disk["steps"] == 7 and on_disk["dataset"] == f"text:{corpus}"
+    assert on_disk["sample"].startswith("\n") and len(on_disk["sample"]) == 1 + 12  # default prompt: a newline
+    assert summary["val_bpc"] == pytest.approx(summary["val_loss"] / np.log(2))
+    events = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["split"] == "test"] == [3, 6, 7]  # the last round is shorter
+    assert (tmp_path / "curves.png").stat().st_size > 5_000
+    assert json.loads((tmp_path / "tokenizer.json").read_text())["kind"] == "char"
+
+
+@pytest.fixture
+def prompt():
+    return ["--prompt", "It is"]
+
+
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path, corpus, prompt):
+    common = [*TINY, *prompt, "--eval-every", "3", "--dataset", f"text:{corpus}"]
+    rnn.main([*common, "--steps", "5", "--workdir", str(tmp_path / "a")])
+    rnn.main([*common, "--steps", "2", "--workdir", str(tmp_path / "b")])
+    rnn.main([*common, "--steps", "5", "--workdir", str(tmp_path / "b")])
+    for x, y in zip(jax.tree.leaves(_params(tmp_path / "a")), jax.tree.leaves(_params(tmp_path / "b"))):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru"])
+def test_other_cells_and_the_byte_tokenizer_train(tmp_path, corpus, prompt, cell):
+    summary = rnn.main([*TINY, *prompt, "--cell", cell, "--tokenizer", "byte", "--steps", "6", "--eval-every", "3",
+                        "--lr", "0.02", "--dataset", f"text:{corpus}", "--workdir", str(tmp_path)])
+    assert summary["sample"].startswith("It is") and np.isfinite(summary["val_loss"])
+    events = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    first, last = [e["loss"] for e in events if e["split"] == "test"]
+    assert last < first  # it learns
+
+
+def _exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.run(rnn.main, argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("error: ") and "Traceback" not in err
+    return err
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, corpus):
+    workdir = tmp_path_factory.mktemp("finished")
+    rnn.main([*TINY, "--prompt", "It is", "--steps", "2", "--eval-every", "2", "--dataset", f"text:{corpus}",
+              "--workdir", str(workdir)])
+    return workdir
+
+
+def _snapshot(root):
+    return {os.path.join(d, f): open(os.path.join(d, f), "rb").read() for d, _, fs in os.walk(root) for f in fs}
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--cell", "transformer"], "unknown --cell"),
+    (["--seq-len", "200"], "longer than the validation split"),
+    (["--prompt", "Zebra"], "not in the model's vocabulary"),
+    (["--prompt", "@"], "--prompt '@': text has characters not in"),
+    (["--temperature", "-1"], "--temperature must be >= 0"),
+    (["--top-k", "500"], "exceeds the vocabulary"),
+    (["--epochs", "3"], "unrecognized arguments"),
+    (["--hidden", "32"], "different model"),
+    (["--tokenizer", "byte"], "another vocabulary"),
+    (["--seed", "1"], "seed = 0, this run has 1"),
+    (["--dataset", "text:/no/such.txt"], "no such file"),
+])
+def test_bad_input_exits_2_and_leaves_a_finished_run_untouched(tmp_path, capsys, corpus, finished_run, argv, match):
+    workdir = tmp_path / "run"
+    shutil.copytree(finished_run, workdir)
+    before = _snapshot(workdir)
+    capsys.readouterr()
+    err = _exit_2([*TINY, "--prompt", "It is", "--steps", "4", "--eval-every", "2", "--dataset", f"text:{corpus}",
+                   *argv, "--workdir", str(workdir)], capsys)
+    assert match in err, err
+    assert _snapshot(workdir) == before
+
+
+@pytest.mark.parametrize("content", [b"", b"\xff\xfe not utf-8 \x80"])
+def test_empty_or_non_utf8_text_exits_2(tmp_path, capsys, content):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(content)
+    err = _exit_2([*TINY, "--dataset", f"text:{path}", "--workdir", str(tmp_path / "run")], capsys)
+    assert "empty" in err or "not UTF-8" in err
+    assert not (tmp_path / "run").exists()
