@@ -317,6 +317,6 @@ def params_to_torch(params: Mapping[str, Any], layers: int, bidirectional: bool 
         q = jax.device_get(p[ours])
         out[f"weight_ih_{theirs}"] = np.ascontiguousarray(np.asarray(q["w_ih"]).T)
         out[f"weight_hh_{theirs}"] = np.ascontiguousarray(np.asarray(q["w_hh"]).T)
-        out[f"bias_ih_{theirs}"] = np.asarray(q["b_ih"])
-        out[f"bias_hh_{theirs}"] = np.asarray(q["b_hh"])
+        out[f"bias_ih_{theirs}"] = np.array(q["b_ih"])  # copies: writable, as torch.from_numpy wants
+        out[f"bias_hh_{theirs}"] = np.array(q["b_hh"])
     return out

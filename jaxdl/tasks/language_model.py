@@ -40,7 +40,8 @@ class LanguageModel:
         self._eval_batch = jax.jit(self._eval_batch_fn)
 
     def init(self, rng: jax.Array, batch: dict[str, Any]) -> Any:
-        return self.model.init({"params": rng}, jnp.asarray(batch["tokens"][:, :-1]))
+        # jitted: one compile instead of an op-by-op run of the scanned forward pass
+        return jax.jit(self.model.init)({"params": rng}, jnp.asarray(batch["tokens"][:, :-1]))
 
     def loss(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array) -> tuple[jax.Array, dict]:
         tokens_BT1 = batch["tokens"]
