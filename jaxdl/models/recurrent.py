@@ -10,7 +10,8 @@ Per layer and direction, with x the input and h, c the carried state (W x means 
            h' = (1 - z) n + z h                                      (b_hn stays inside r (...))
 
 The input projection of every time step is one matmul, hoisted out of the `lax.scan`; only the
-recurrent matmul runs inside it, and the backward pass is hand-scheduled like cuDNN's (`recurrence`). Inputs are batch-first `(B, T, D)`; the carry mirrors PyTorch:
+recurrent matmul runs inside it, and the backward pass is scheduled as cuDNN's (`recurrence`).
+Inputs are batch-first `(B, T, D)`; the carry mirrors PyTorch:
 `h` of shape `(layers * directions, B, H)`, and `(h, c)` for the LSTM. Per-sequence `lengths`
 stop each sequence's state at its last real step (padded outputs are zeros), and the reverse
 direction reads each sequence backwards from its own last step, as `pack_padded_sequence` does.
