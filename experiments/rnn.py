@@ -42,7 +42,7 @@ class Config(TrainConfig):
     layers: int = field(2, "stacked recurrent layers")
     hidden: int = field(256, "hidden units per layer")
     embed: int = field(64, "token embedding width")
-    dropout: float = field(0.0, "dropout on embeddings, between layers and before the output layer")
+    dropout: float = field(0.3, "dropout on embeddings, between layers and before the output layer")
     seq_len: int = field(128, "tokens per training window (backpropagation through time)")
     steps: int = field(1000, "training steps in all; a larger value continues a finished run")
     eval_every: int = field(250, "evaluate, print a sample and checkpoint every N steps")

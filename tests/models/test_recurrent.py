@@ -293,3 +293,17 @@ def test_bidirectional_classifier_shapes():
     params = jax.eval_shape(model.init, jax.random.key(0), tokens, lengths)
     assert params["params"]["Dense_0"]["kernel"].shape == (16, 3)
     assert jax.eval_shape(model.apply, params, tokens, lengths).shape == (5, 3)
+
+
+def test_language_model_usable_from_flax_nnx_through_the_bridge():
+    from flax import nnx
+
+    from jaxdl.models.recurrent import RecurrentLM
+
+    linen_model = RecurrentLM(11, "gru", embed=4, hidden=8, layers=2)
+    tokens = jax.random.randint(jax.random.key(1), (2, 6), 0, 11)
+    nnx_model = nnx.bridge.ToNNX(linen_model, rngs=nnx.Rngs(0))
+    nnx.bridge.lazy_init(nnx_model, tokens)
+    params = {"params": nnx.to_pure_dict(nnx.state(nnx_model, nnx.Param))}
+    logits, _ = nnx_model(tokens)
+    np.testing.assert_allclose(logits, linen_model.apply(params, tokens)[0], rtol=1e-6, atol=1e-6)
