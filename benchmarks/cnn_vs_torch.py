@@ -21,15 +21,15 @@ one forward), counted from the layer shapes: 578 MFLOP for 48x48x3 and 10 classe
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks.torch_models` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.machine import available_cpus, describe, pin_threads, write_json  # noqa: E402
 
 MNIST_MEAN_STD = ((0.1307,), (0.3081,))
 
@@ -55,17 +55,6 @@ def parse_args(argv):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
-
-
-def pin_threads(n: int) -> None:
-    """Restrict both frameworks to n cores: XLA's CPU thread pool sizes itself from the process's affinity."""
-    if n <= 0:
-        return
-    if "jax" in sys.modules:
-        print(f"note: jax was imported before --threads {n} took effect; XLA may use more threads")
-    if hasattr(os, "sched_setaffinity"):
-        cpus = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, cpus[:n])
 
 
 def training_flops_per_image(image_size: int, in_channels: int, num_classes: int) -> tuple[int, list]:
@@ -184,12 +173,11 @@ def main(argv=None) -> dict:
     xla_flags = runtime.configure_xla()  # the same process settings as experiments/cnn.py
 
     import jax
-    import jaxlib
     import torch
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = available_cpus()
 
     flops_per_image, forward = training_flops_per_image(args.image_size, 3, args.classes)
     print(f"MyNet {args.image_size}x{args.image_size}x3, {args.classes} classes, batch {args.batch_size}; "
@@ -258,24 +246,16 @@ def main(argv=None) -> dict:
           + f" (PyTorch is eager; its first step took {torch_first_step_s:.2f} s)")
     print(f"peak used for the fraction: {peak:.1f} GFLOP/s (better of jnp.dot and torch.matmul); "
           f"{flops_per_image / 1e6:.1f} MFLOP per image per training step")
-    print(f"XLA flags added by jaxdl.runtime: {' '.join(xla_flags) or 'none'} (XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r})")
-    versions = {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "torch": torch.__version__,
-                "python": platform.python_version()}
-    print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items())
-          + f"; CPUs: {cpus} in use, {os.cpu_count()} on the machine ({platform.processor() or platform.machine()})")
+    machine = describe(xla_flags)
 
     figures = {
         "config": vars(args), "rows": rows, "jax_over_torch": ratio, "compile_seconds": compile_s,
         "torch_first_step_seconds": torch_first_step_s, "matmul_gflops": peaks, "peak_gflops": peak,
         "training_mflop_per_image": flops_per_image / 1e6,
         "forward_mflop_per_image": {n: f / 1e6 for n, f in forward},
-        "versions": versions, "xla_flags": os.environ.get("XLA_FLAGS", ""), "cpus_in_use": cpus, "cpu_count": os.cpu_count(),
-        "device": jax.devices()[0].device_kind,
+        **machine, "device": jax.devices()[0].device_kind,
     }
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(figures, f, indent=2)
-        print(f"wrote {args.json}")
+    write_json(args.json, figures)
     return figures
 
 

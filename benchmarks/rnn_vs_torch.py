@@ -33,10 +33,8 @@ only statistically: the target is |difference| <= 0.03 nats.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -44,13 +42,11 @@ import time
 if __package__ in (None, ""):  # run as a script: make `benchmarks.torch_lm` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.machine import available_cpus, describe, pin_threads, write_json  # noqa: E402
+
 LR, CLIP_NORM = 2e-3, 1.0
 INITIAL_LOSS_TOLERANCE = 1e-4
 VAL_LOSS_TARGET = 0.03
-
-
-def available_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def parse_args(argv):
@@ -83,12 +79,6 @@ def parse_args(argv):
     return args
 
 
-def pin_threads(n: int) -> None:
-    """Restrict the process to n cores: XLA's CPU thread pool sizes itself from the process's affinity."""
-    if n < available_cpus() and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:n])
-
-
 def main(argv=None) -> dict:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     pin_threads(args.threads)
@@ -97,7 +87,6 @@ def main(argv=None) -> dict:
     xla_flags = runtime.configure_xla()  # the same process settings as experiments/rnn.py
 
     import jax
-    import jaxlib
     import numpy as np
     import torch
 
@@ -245,25 +234,16 @@ def main(argv=None) -> dict:
     print(f"first step (apart from the rounds): jaxdl {first_step_s['jaxdl']:.2f} s, PyTorch {first_step_s['PyTorch']:.2f} s; "
           f"validation pass ({len(data.valid) - 1:,} targets): jaxdl {jax_eval_s:.1f} s (with its compile), "
           f"PyTorch {torch_eval_s:.1f} s")
-    print(f"XLA flags added by jaxdl.runtime: {' '.join(xla_flags) or 'none'} (XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r})")
-    versions = {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "torch": torch.__version__,
-                "python": platform.python_version()}
-    print("machine: " + ", ".join(f"{k} {v}" for k, v in versions.items())
-          + f"; CPUs: {cpus} in use, {os.cpu_count()} on the machine ({platform.processor() or platform.machine()}); "
-          f"torch threads {torch.get_num_threads()}")
+    machine = describe(xla_flags)
     load_at_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"1-minute load average: {load_at_start:.2f} at the start (other work), {load_at_end:.2f} at the end "
           f"(this run included); on a shared machine, the throughputs depend on it")
 
     figures = {"config": vars(args), "rows": rows, "jax_over_torch": ratio, "val_loss_diff": val_diff, "max_train_loss_diff": max_train_diff,
                "initial_loss": {"jaxdl": jax_initial, "PyTorch": torch_initial}, "train_loss_curves": curves,
-               "num_params": n_params, "versions": versions, "xla_flags": os.environ.get("XLA_FLAGS", ""),
-               "cpus_in_use": cpus, "cpu_count": os.cpu_count(),
+               "num_params": n_params, **machine,
                "load_average_1min": {"start": load_at_start, "end": load_at_end}, "device": jax.devices()[0].device_kind}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(figures, f, indent=2)
-        print(f"wrote {args.json}")
+    write_json(args.json, figures)
     return figures
 
 
