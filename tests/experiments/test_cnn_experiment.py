@@ -8,20 +8,13 @@ import sys
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from experiments import cnn
-from jaxdl import cli
+from tests.experiments.workdir import exits_2, latest_params, snapshot
 from tests.data.test_images import write_folder
 
 SMALL = ["--image-size", "8", "--batch-size", "32", "--log-every", "5"]
-
-
-def _params(workdir):
-    ckpt = os.path.join(workdir, "checkpoints")
-    step = max(int(s) for s in os.listdir(ckpt) if s.isdigit())
-    return ocp.StandardCheckpointer().restore(os.path.join(ckpt, str(step), "default"))["params"]
 
 
 def test_digits_reaches_90_percent_and_writes_the_contract(tmp_path):
@@ -42,7 +35,7 @@ def test_two_epochs_equal_one_epoch_resumed_for_a_second(tmp_path):
     cnn.main([*SMALL, "--epochs", "2", "--workdir", str(tmp_path / "a")])
     cnn.main([*SMALL, "--epochs", "1", "--workdir", str(tmp_path / "b")])
     cnn.main([*SMALL, "--epochs", "2", "--workdir", str(tmp_path / "b")])
-    a, b = _params(tmp_path / "a"), _params(tmp_path / "b")
+    a, b = latest_params(tmp_path / "a"), latest_params(tmp_path / "b")
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(x, y)
 
@@ -63,24 +56,11 @@ def test_tfds_mnist_with_mock_data(tmp_path):
     assert summary["dataset"] == "mnist" and summary["steps"] == 2 and 0 <= summary["test_accuracy"] <= 1
 
 
-def _exit_2(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        cli.run(cnn.main, argv)
-    assert e.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and err.startswith("error: ") and "Traceback" not in err
-    return err
-
-
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("finished")
     cnn.main([*SMALL, "--epochs", "1", "--workdir", str(workdir)])
     return workdir
-
-
-def _snapshot(root):
-    return {os.path.join(d, f): open(os.path.join(d, f), "rb").read() for d, _, fs in os.walk(root) for f in fs}
 
 
 @pytest.mark.parametrize("argv,match", [
@@ -100,11 +80,11 @@ def _snapshot(root):
 def test_bad_input_exits_2_and_leaves_a_finished_run_untouched(tmp_path, capsys, finished_run, argv, match):
     workdir = tmp_path / "run"
     shutil.copytree(finished_run, workdir)
-    before = _snapshot(workdir)
+    before = snapshot(workdir)
     capsys.readouterr()
-    err = _exit_2([*SMALL, *argv, "--workdir", str(workdir)], capsys)
+    err = exits_2(cnn.main, [*SMALL, *argv, "--workdir", str(workdir)], capsys)
     assert match in err
-    assert _snapshot(workdir) == before
+    assert snapshot(workdir) == before
 
 
 @pytest.mark.parametrize("case", ["empty", "no_classes", "unreadable"])
@@ -117,18 +97,17 @@ def test_bad_folders_exit_2(tmp_path, capsys, case):
     else:
         write_folder(root)
         (root / "test" / "dog" / "bad.jpg").write_bytes(b"\x00garbage")
-    err = _exit_2(["--dataset", f"folder:{root}", "--workdir", str(tmp_path / "run")], capsys)
+    err = exits_2(cnn.main, ["--dataset", f"folder:{root}", "--workdir", str(tmp_path / "run")], capsys)
     assert ("bad.jpg" in err) if case == "unreadable" else ("train" in err)
 
 
 def test_workdir_of_another_model_is_refused_and_left_untouched(tmp_path, capsys):
     cnn.main([*SMALL, "--epochs", "1", "--workdir", str(tmp_path)])
-    snapshot = {os.path.join(d, f): open(os.path.join(d, f), "rb").read() for d, _, fs in os.walk(tmp_path) for f in fs}
+    before = snapshot(tmp_path)
     capsys.readouterr()
-    err = _exit_2([*SMALL, "--image-size", "12", "--epochs", "2", "--workdir", str(tmp_path)], capsys)
+    err = exits_2(cnn.main, [*SMALL, "--image-size", "12", "--epochs", "2", "--workdir", str(tmp_path)], capsys)
     assert "different model" in err
-    after = {os.path.join(d, f): open(os.path.join(d, f), "rb").read() for d, _, fs in os.walk(tmp_path) for f in fs}
-    assert after == snapshot
+    assert snapshot(tmp_path) == before
 
 
 def test_command_line_bad_input_has_no_traceback(tmp_path):

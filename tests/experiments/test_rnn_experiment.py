@@ -1,16 +1,14 @@
 """experiments/rnn.py end to end at small sizes: the workdir contract, resume by steps, every cell, bad input."""
 
 import json
-import os
 import shutil
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from experiments import rnn
-from jaxdl import cli
+from tests.experiments.workdir import exits_2, latest_params, snapshot
 
 TINY = ["--hidden", "16", "--embed", "8", "--layers", "1", "--seq-len", "16", "--batch-size", "4",
         "--sample-length", "12", "--log-every", "2"]
@@ -22,12 +20,6 @@ def corpus(tmp_path_factory):
     path.write_text("It is a truth universally acknowledged, that a single man in possession of a good "
                     "fortune, must be in want of a wife.\n" * 8, encoding="utf-8")
     return path
-
-
-def _params(workdir):
-    ckpt = os.path.join(workdir, "checkpoints")
-    step = max(int(s) for s in os.listdir(ckpt) if s.isdigit())
-    return ocp.StandardCheckpointer().restore(os.path.join(ckpt, str(step), "default"))["params"]
 
 
 def test_run_writes_the_contract(tmp_path, corpus):
@@ -56,7 +48,7 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, corpus, prompt):
     rnn.main([*common, "--steps", "5", "--workdir", str(tmp_path / "a")])
     rnn.main([*common, "--steps", "2", "--workdir", str(tmp_path / "b")])
     rnn.main([*common, "--steps", "5", "--workdir", str(tmp_path / "b")])
-    for x, y in zip(jax.tree.leaves(_params(tmp_path / "a")), jax.tree.leaves(_params(tmp_path / "b"))):
+    for x, y in zip(jax.tree.leaves(latest_params(tmp_path / "a")), jax.tree.leaves(latest_params(tmp_path / "b"))):
         np.testing.assert_array_equal(x, y)
 
 
@@ -70,25 +62,12 @@ def test_other_cells_and_the_byte_tokenizer_train(tmp_path, corpus, prompt, cell
     assert last < first  # it learns
 
 
-def _exit_2(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        cli.run(rnn.main, argv)
-    assert e.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and err.startswith("error: ") and "Traceback" not in err
-    return err
-
-
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, corpus):
     workdir = tmp_path_factory.mktemp("finished")
     rnn.main([*TINY, "--prompt", "It is", "--steps", "2", "--eval-every", "2", "--dataset", f"text:{corpus}",
               "--workdir", str(workdir)])
     return workdir
-
-
-def _snapshot(root):
-    return {os.path.join(d, f): open(os.path.join(d, f), "rb").read() for d, _, fs in os.walk(root) for f in fs}
 
 
 @pytest.mark.parametrize("argv,match", [
@@ -107,18 +86,18 @@ def _snapshot(root):
 def test_bad_input_exits_2_and_leaves_a_finished_run_untouched(tmp_path, capsys, corpus, finished_run, argv, match):
     workdir = tmp_path / "run"
     shutil.copytree(finished_run, workdir)
-    before = _snapshot(workdir)
+    before = snapshot(workdir)
     capsys.readouterr()
-    err = _exit_2([*TINY, "--prompt", "It is", "--steps", "4", "--eval-every", "2", "--dataset", f"text:{corpus}",
+    err = exits_2(rnn.main, [*TINY, "--prompt", "It is", "--steps", "4", "--eval-every", "2", "--dataset", f"text:{corpus}",
                    *argv, "--workdir", str(workdir)], capsys)
     assert match in err, err
-    assert _snapshot(workdir) == before
+    assert snapshot(workdir) == before
 
 
 @pytest.mark.parametrize("content", [b"", b"\xff\xfe not utf-8 \x80"])
 def test_empty_or_non_utf8_text_exits_2(tmp_path, capsys, content):
     path = tmp_path / "bad.txt"
     path.write_bytes(content)
-    err = _exit_2([*TINY, "--dataset", f"text:{path}", "--workdir", str(tmp_path / "run")], capsys)
+    err = exits_2(rnn.main, [*TINY, "--dataset", f"text:{path}", "--workdir", str(tmp_path / "run")], capsys)
     assert "empty" in err or "not UTF-8" in err
     assert not (tmp_path / "run").exists()

@@ -1,0 +1,29 @@
+"""Helpers the experiment tests share: the latest checkpoint's params, a workdir's bytes, the exit-2 check."""
+
+import os
+
+import orbax.checkpoint as ocp
+import pytest
+
+from jaxdl import cli
+
+
+def latest_params(workdir):
+    ckpt = os.path.join(workdir, "checkpoints")
+    step = max(int(s) for s in os.listdir(ckpt) if s.isdigit())
+    return ocp.StandardCheckpointer().restore(os.path.join(ckpt, str(step), "default"))["params"]
+
+
+def snapshot(root):
+    """Every file under root and its bytes."""
+    return {os.path.join(d, f): open(os.path.join(d, f), "rb").read() for d, _, fs in os.walk(root) for f in fs}
+
+
+def exits_2(main, argv, capsys):
+    """`cli.run(main, argv)` must end with exit status 2 and one `error: ...` line; returns that line."""
+    with pytest.raises(SystemExit) as e:
+        cli.run(main, argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("error: ") and "Traceback" not in err
+    return err
