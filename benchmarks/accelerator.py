@@ -25,21 +25,6 @@ if __package__ in (None, ""):
 from benchmarks.cnn_vs_torch import build_jax_rows, training_flops_per_image  # noqa: E402
 
 
-def matmul_peak_gflops(n: int = 8192, repeats: int = 10) -> float:
-    import jax
-    import jax.numpy as jnp
-
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-    dot = jax.jit(jnp.dot)
-    dot(a, b).block_until_ready()
-    t = time.perf_counter()
-    for _ in range(repeats):
-        c = dot(a, b)
-    c.block_until_ready()
-    return 2 * n ** 3 * repeats / (time.perf_counter() - t) / 1e9
-
-
 def time_steps(compiled, state, batch, steps: int, warmup: int = 3) -> float:
     """Steady-state seconds per step (the state is donated: always keep the new one)."""
     import jax
@@ -66,7 +51,7 @@ def main(argv=None) -> dict:
     import jax
 
     dev = jax.devices()[0]
-    peak = matmul_peak_gflops(8192 if dev.platform != "cpu" else 2048)
+    peak = runtime.matmul_peak_gflops(8192 if dev.platform != "cpu" else 2048)
     flops, _ = training_flops_per_image(48, 3, 10)
     print(f"device: {dev.platform} {dev.device_kind} x{jax.device_count()}; jax {jax.__version__}; "
           f"float32 matmul (default precision) {peak:,.0f} GFLOP/s; MyNet 48x48x3: {flops / 1e6:.0f} MFLOP/image/step")

@@ -56,7 +56,8 @@ def _parser_for(type_: Any, name: str) -> Callable[[str], Any]:
 def parse(config_cls: type[C], argv: Sequence[str] | None = None, description: str = "") -> C:
     """Parse argv into `config_cls`; unknown keys and badly typed values raise UsageError."""
     hints = typing.get_type_hints(config_cls)
-    parser = _OneLineParser(description=description, allow_abbrev=False)
+    parser = _OneLineParser(description=description, allow_abbrev=False,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(config_cls):
         if not f.metadata.get("cli", True):
             continue

@@ -1,4 +1,5 @@
-"""Process-level XLA settings, applied by the experiment and benchmark scripts before jax is imported.
+"""Process-level XLA settings (applied by the experiment and benchmark scripts before jax is
+imported), and this device's measured matmul rate, the denominator of model FLOPs utilisation.
 
 On XLA:CPU, `--xla_cpu_experimental_ynn_fusion_type=dot` sends dots and the
 weight-gradient convolutions through the YNNPACK library instead of Eigen: the
@@ -11,8 +12,10 @@ to ~1e-6 relative); GPU and TPU backends ignore it.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+import time
 from importlib import metadata
 
 _CPU_FLAGS = {("0", "10"): ["--xla_cpu_experimental_ynn_fusion_type=dot"]}
@@ -34,3 +37,24 @@ def configure_xla() -> list[str]:
     if added:
         os.environ["XLA_FLAGS"] = " ".join([current, *added]).strip()
     return added
+
+
+@functools.lru_cache(maxsize=None)
+def matmul_peak_gflops(n: int = 1024, repeats: int = 10, dtype: str = "float32") -> float:
+    """GFLOP/s of a jitted n x n matmul on the default device (default precision: TF32 on recent
+    NVIDIA GPUs for float32), best of three timings of `repeats` back-to-back calls."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+    dot = jax.jit(jnp.dot)
+    dot(a, b).block_until_ready()
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(repeats):
+            c = dot(a, b)
+        c.block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 * repeats / best / 1e9

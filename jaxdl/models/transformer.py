@@ -265,3 +265,16 @@ class EncoderDecoder(nn.Module):
                  train: bool = False) -> jax.Array:
         context_BSD = self.encode(source_BS, source_lengths_B, train)
         return self.decode(target_BT, context_BSD, source_lengths_B, train=train)[0]
+
+
+def training_flops_per_token(params: Any, num_layers: int, seq_len: int, d_model: int) -> float:
+    """Model FLOPs to train on one token (forward + backward), as in PaLM (Chowdhery et al. 2022,
+    appendix B): 6 N + 12 L T D, N the parameters used in matmuls (every weight matrix, the output
+    layer included; embedding lookups are not matmuls, unless the output layer is the tied
+    embedding), the second term the attention scores and weighted values over T positions."""
+    p = params.get("params", params)
+    n = sum(leaf.size for path, leaf in jax.tree_util.tree_flatten_with_path(p)[0]
+            if getattr(path[-1], "key", "") == "kernel")
+    if "head" not in p:  # tied: the token embedding is the output layer
+        n += p["token_embedding"]["embedding"].size
+    return 6.0 * n + 12.0 * num_layers * seq_len * d_model

@@ -1,0 +1,123 @@
+"""Training a language model on text, whatever the network: the flags and the run that
+`experiments/rnn.py` and `experiments/transformer.py --arch lm` share.
+
+The same data specs, tokenizers, training windows, validation-loss definition (LanguageModel),
+sampling flags and summary keys for every architecture, so their figures compare directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+
+from jaxdl.cli import field, fixed
+from jaxdl.data.text import (EMBEDDED, check_seq_len, default_prompt, eval_windows, load_text, save_tokenizer,
+                             window_batches)
+from jaxdl.errors import UsageError
+from jaxdl.tasks.language_model import LanguageModel
+from jaxdl.train import TrainConfig, TrainState, fit, make_optimizer, make_train_step
+from jaxdl.train.metrics import device_description, write_summary
+from jaxdl.train.state import num_params
+
+
+@dataclasses.dataclass
+class TextLMConfig(TrainConfig):
+    dropout: float = field(0.3, "dropout rate (see the model for where)")
+    seq_len: int = field(128, "tokens per training window (the context a model learns from)")
+    steps: int = field(1000, "training steps in all; a larger value continues a finished run")
+    eval_every: int = field(250, "evaluate, print a sample and checkpoint every N steps")
+    dataset: str = field(EMBEDDED, f"{EMBEDDED} (embedded, offline) | text:PATH | tiny_shakespeare | tfds:NAME")
+    data_dir: str = field("", "TFDS data directory (default: TFDS's own)")
+    tokenizer: str = field("char", "char (one id per character of the text) | byte (UTF-8 bytes, 256 ids)")
+    prompt: str = field("", "text the samples continue; empty = a newline (the text's first character if it has none)")
+    sample_length: int = field(300, "tokens generated after the prompt")
+    temperature: float = field(0.8, "sampling temperature; 0 = greedy")
+    top_k: int = field(0, "sample from the k most likely tokens only; 0 = all")
+    top_p: float = field(1.0, "sample from the most likely tokens holding this much probability; 1 = all")
+    batch_size: int = field(32, "windows per training step")
+    lr: float = field(2e-3, "peak learning rate")
+    weight_decay: float = field(0.0, "L2 for adam/sgd/rmsprop, decoupled decay for adamw")
+    clip_norm: float = field(1.0, "clip gradients to this global norm; 0 = off")
+    epochs: int = fixed(1)  # counted in --steps: random windows have no epochs
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("seq_len", "steps", "eval_every", "sample_length"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:
+            raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if not self.temperature >= 0:
+            raise UsageError(f"--temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if self.top_k < 0:
+            raise UsageError(f"--top-k must be >= 0 (0 = no limit), got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise UsageError(f"--top-p must be in (0, 1], got {self.top_p}")
+
+
+def train_text_lm(cfg: TextLMConfig, build_model: Callable[[int], nn.Module], describe: Callable[[Any], str],
+                  identity: dict[str, Any] | None = None,
+                  extra_summary: Callable[[dict, Any], dict] | None = None) -> dict:
+    """Load the text, build `build_model(vocab_size)`, train it with the engine (evaluating and
+    printing a sample every --eval-every steps), write summary.json and return the summary.
+
+    describe(params) -> the line printed about the model; extra_summary(summary, params) -> more keys.
+    Every bad input raises UsageError before anything is written.
+    """
+    t0 = time.perf_counter()
+    data = load_text(cfg.dataset, cfg.tokenizer, cfg.data_dir or None)
+    check_seq_len(data, cfg.seq_len)
+    prompt = cfg.prompt or default_prompt(data)
+    try:
+        prompt_ids = data.tokenizer.encode(prompt)[None]
+    except UsageError as e:
+        raise UsageError(f"--prompt {prompt!r}: {e}") from None
+    if cfg.top_k > data.tokenizer.vocab_size:
+        raise UsageError(f"--top-k {cfg.top_k} exceeds the vocabulary ({data.tokenizer.vocab_size} tokens)")
+    print(f"{data.name}: {len(data.train):,} train / {len(data.valid):,} validation tokens, "
+          f"vocabulary {data.tokenizer.vocab_size} ({cfg.tokenizer}); device {device_description()}")
+    model = build_model(data.tokenizer.vocab_size)
+    context = getattr(model, "max_len", None)
+    if context is not None and prompt_ids.shape[1] > context:
+        raise UsageError(f"--prompt is {prompt_ids.shape[1]} tokens, longer than the context of {context} "
+                         "(--seq-len): shorten it")
+    task = LanguageModel(model)
+    optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay, momentum=cfg.momentum, schedule=cfg.schedule,
+                               warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, clip_norm=cfg.clip_norm)
+    batches = functools.partial(window_batches, data.train, cfg.batch_size, cfg.seq_len, cfg.seed, cfg.eval_every)
+    params = task.init(jax.random.key(cfg.seed), next(batches(0)))
+    print(f"{describe(params)}, {num_params(params):,} parameters")
+    sample_key = jax.random.fold_in(jax.random.key(cfg.seed), 1)
+
+    def sample(params) -> str:
+        ids = task.generate(params, prompt_ids, sample_key, cfg.sample_length, cfg.temperature, cfg.top_k,
+                            top_p=cfg.top_p)
+        return prompt + data.tokenizer.decode(ids[0])
+
+    def evaluate(params) -> dict:
+        metrics = task.evaluate(params, eval_windows(data.valid, cfg.seq_len, cfg.batch_size), data.tokens_per_char)
+        text = sample(params)
+        print(f"--- sample ---\n{text}\n--------------", flush=True)
+        return {**metrics, "outputs": {"sample": text}}
+
+    save_tokenizer(data.tokenizer, cfg.workdir)
+    state = TrainState.create(params, optimizer, cfg.seed)
+    result = fit(state, make_train_step(task.loss, optimizer), batches, cfg.eval_every, evaluate, cfg,
+                 identity={"dataset": data.name, "seq_len": cfg.seq_len, **(identity or {})}, total_steps=cfg.steps)
+    m = result.eval_metrics
+    tokens_per_sec = None if result.train_examples_per_sec is None else result.train_examples_per_sec * cfg.seq_len
+    summary = {
+        "val_loss": m["loss"], "val_bpc": m["bpc"], "val_perplexity": m["perplexity"], "val_accuracy": m["accuracy"],
+        "tokens_per_sec": tokens_per_sec, "compile_seconds": result.compile_seconds,
+        "num_params": num_params(params), "sample": m["outputs"]["sample"], "steps": result.steps,
+        "dataset": data.name, "device": device_description(),
+    }
+    summary.update(extra_summary(summary, params) if extra_summary else {})
+    summary["wall_seconds"] = time.perf_counter() - t0
+    print(f"summary: {write_summary(cfg.workdir, summary)}")
+    return summary
