@@ -62,7 +62,8 @@ class MultiHeadAttention(nn.Module):
 
     Incremental decoding: pass `cache={"k": (B, S_max, K, H), "v": ..., "index": (B,)}` (index =
     positions already filled per sequence): this call's keys/values are written at index[b], and
-    the returned cache holds them; `mask` must then cover the S_max cached positions. Without a
+    the returned cache holds them; `mask` must then cover the S_max cached positions. Writing past
+    S_max cannot raise inside jit (the write is clamped to the end): callers keep index + T <= S_max. Without a
     cache, the returned "cache" is this call's own keys and values (T positions), for a prefill.
     """
 
@@ -82,6 +83,8 @@ class MultiHeadAttention(nn.Module):
         if D % N or N % K:
             raise ValueError(f"{N} heads must divide the width {D}, and {K} key/value heads must divide {N} heads")
         H = D // N
+        if self.rotary and H % 2:
+            raise ValueError(f"rotary positions need an even head width, got {D} / {N} heads = {H}")
         proj = lambda heads, name: nn.DenseGeneral((heads, H), use_bias=self.use_bias, dtype=self.dtype, name=name)
         source_BSD = x_BTD if context_BSD is None else context_BSD
         q_BTNH = proj(N, "query")(x_BTD)
