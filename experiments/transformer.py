@@ -57,7 +57,7 @@ class Config(TextLMConfig):
     heads: int = field(4, "attention heads; must divide --d-model")
     kv_heads: int = field(0, "key/value heads (grouped-query attention); 0 = --heads")
     d_model: int = field(128, "model width")
-    dropout: float = field(0.1, "dropout after the embeddings and on each block's residual branches")
+    dropout: float = field(0.2, "dropout after the embeddings and on each block's residual branches")
     pos: str = field("learned", "positions: sinusoidal (the original formula) | learned | rope (rotary)")
     norm: str = field("layer", "layer (LayerNorm) | rms (RMSNorm), before each block's branches")
     tie_embeddings: bool = field(False, "the output layer is the token embedding's transpose")
@@ -69,6 +69,7 @@ class Config(TextLMConfig):
     schedule: str = field("cosine", "learning-rate schedule: constant | cosine (decays to 0 at the end)")
     warmup_steps: int = field(100, "linear warmup from 0 over this many steps")
     steps: int = field(2000, "training steps in all; a larger value continues a finished run")
+    batch_size: int = field(0, "windows (lm) or examples (seq2seq) per training step; 0 = 16 (lm) or 64 (seq2seq)")
     seq_len: int = field(128, "lm: tokens per training window, the model's context")
     task: str = field("reverse", f"seq2seq: {' | '.join(TASKS)} digit strings")
     min_len: int = field(1, "seq2seq: shortest training string (add: digits per operand)")
@@ -78,6 +79,8 @@ class Config(TextLMConfig):
     workdir: str = field("runs/transformer", "where checkpoints, metrics and pictures go; rerun to resume")
 
     def __post_init__(self) -> None:
+        if self.batch_size == 0:
+            self.batch_size = {"lm": 16, "seq2seq": 64}.get(self.arch, 16)
         super().__post_init__()
         choices = {"arch": ARCHS, "pos": POSITIONS, "norm": NORMS, "dtype": tuple(DTYPES), "task": TASKS,
                    "attention": ("xla", "cudnn")}

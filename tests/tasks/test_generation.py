@@ -1,5 +1,7 @@
 """Generation with a transformer's key/value cache: nucleus sampling, stop tokens, the context limit."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +14,7 @@ from jaxdl.tasks.language_model import LanguageModel, sample_logits
 VOCAB = 11
 
 
+@functools.lru_cache(maxsize=None)  # one model (and its compiled programs) per setting, for the whole file
 def _task(pos="learned", max_len=32, seed=0):
     model = DecoderLM(VOCAB, d_model=32, num_layers=2, num_heads=4, max_len=max_len, pos=pos)
     task = LanguageModel(model)
@@ -29,9 +32,8 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
     assert set(np.unique(every).tolist()) == {0, 1, 2, 3}
 
 
-@pytest.mark.parametrize("pos", ["learned", "sinusoidal", "rope"])
-def test_cached_greedy_generation_equals_recomputing_the_whole_sequence(pos):
-    task, params = _task(pos)
+def test_cached_greedy_generation_equals_recomputing_the_whole_sequence():
+    task, params = _task("rope")  # every positional encoding: tests/models/test_transformer.py
     prompts = np.array([[3, 1, 4, 1, 5], [9, 2, 6, 0, 0]])
     lengths = np.array([5, 3])
     got = task.generate(params, prompts, jax.random.key(0), 12, temperature=0.0, lengths_B=lengths)
