@@ -34,7 +34,6 @@ between the two best logits there.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -43,17 +42,15 @@ import time
 if __package__ in (None, ""):  # run as a script: make `benchmarks.machine` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.machine import write_json  # noqa: E402
+from benchmarks.lm_harness import add_gpt_args, check_heads  # noqa: E402
+from benchmarks.machine import check_positive, make_parser, write_json  # noqa: E402
 
 TARGET_RATIO = 5.0
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--layers", type=int, default=4, help="transformer blocks")
-    p.add_argument("--heads", type=int, default=4, help="attention heads per block")
-    p.add_argument("--d-model", type=int, default=128, help="model width")
+    p = make_parser(__doc__)
+    add_gpt_args(p)
     p.add_argument("--context", type=int, default=512, help="the model's max_len (and the key/value cache's length)")
     p.add_argument("--vocab", type=int, default=65, help="vocabulary size (65: tiny Shakespeare's characters)")
     p.add_argument("--prompt-len", type=int, default=16, help="prompt tokens per sequence")
@@ -63,11 +60,9 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=0, help="seeds the weights and the prompts")
     p.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
     args = p.parse_args(argv)
-    for name in ("layers", "heads", "d_model", "context", "vocab", "prompt_len", "new_tokens", "batch_size", "repeats"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.d_model % args.heads:
-        p.error(f"--heads {args.heads} must divide --d-model {args.d_model}")
+    check_positive(p, args, ("layers", "heads", "d_model", "context", "vocab", "prompt_len", "new_tokens",
+                             "batch_size", "repeats"))
+    check_heads(p, args)
     if args.prompt_len + args.new_tokens > args.context:
         p.error(f"--prompt-len {args.prompt_len} + --new-tokens {args.new_tokens} must fit in --context "
                 f"{args.context} (both methods then run as one program, without sliding windows)")

@@ -1,11 +1,29 @@
-"""What every side-by-side benchmark shares: CPU pinning, the machine line, the JSON figures."""
+"""What every side-by-side benchmark shares: the parser, CPU pinning, the machine line, the JSON figures."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import sys
+
+
+def make_parser(doc: str) -> argparse.ArgumentParser:
+    """A parser described by the first line of a script's docstring, the whole docstring kept as is in --help."""
+    return argparse.ArgumentParser(description=doc.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def check_positive(p: argparse.ArgumentParser, args: argparse.Namespace, names) -> None:
+    """Stop with a usage error unless every flag in `names` (attribute names) is at least 1."""
+    for name in names:
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+
+
+def load_average() -> float:
+    """The 1-minute load average (nan where the OS has none): how busy the machine is with other work."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
 def available_cpus() -> int:

@@ -28,6 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from benchmarks.torch_lm import load_checked
+
 
 class TorchBlock(nn.Module):
     """One pre-norm layer: x + attn(LN(x)), then x + MLP(LN(x))."""
@@ -122,11 +124,4 @@ def gpt_state_dict(params: Mapping[str, Any], num_layers: int) -> dict[str, np.n
 def gpt_params_to_torch(params: Mapping[str, Any], module: TorchGPT) -> TorchGPT:
     """Load a DecoderLM's Flax params (same sizes; dropout aside) into `module` in place; returns it."""
     state = {k: torch.tensor(v) for k, v in gpt_state_dict(params, module.num_layers).items()}  # copies
-    mine = module.state_dict()
-    if set(state) != set(mine):
-        raise ValueError(f"parameter names differ: {sorted(set(state) ^ set(mine))}")
-    for name, v in state.items():
-        if tuple(v.shape) != tuple(mine[name].shape):
-            raise ValueError(f"{name}: torch {tuple(mine[name].shape)} vs jaxdl {tuple(v.shape)}")
-    module.load_state_dict(state, strict=True)
-    return module
+    return load_checked(module, state)

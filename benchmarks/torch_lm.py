@@ -9,6 +9,7 @@ Flax params into it (embedding table as is, the recurrent stack through `params_
 Dense kernel transposed), so the two compute the same logits. `lm_loss` and `lm_evaluate` are
 the torch side of `jaxdl.tasks.language_model.LanguageModel.loss` / `.evaluate`: the mean
 next-token cross-entropy of a `(B, T + 1)` batch, and the masked mean over `eval_windows` batches.
+`load_checked` loads a converted state dict after checking its names and shapes (torch_gpt.py too).
 """
 
 from __future__ import annotations
@@ -51,6 +52,12 @@ def lm_params_to_torch(params: Mapping[str, Any], module: TorchLM) -> TorchLM:
              "head.weight": arr(np.asarray(p["head"]["kernel"]).T),  # Dense (in, out) -> Linear (out, in)
              "head.bias": arr(p["head"]["bias"])}
     state.update({f"rnn.{k}": arr(v) for k, v in params_to_torch(p["rnn"], module.layers).items()})
+    return load_checked(module, state)
+
+
+def load_checked(module: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Load `state` (converted from jaxdl params) into `module` in place, after checking it has exactly the
+    module's parameter names and shapes (a ValueError naming the first mismatch otherwise); returns it."""
     mine = module.state_dict()
     if set(state) != set(mine):
         raise ValueError(f"parameter names differ: {sorted(set(state) ^ set(mine))}")
