@@ -29,8 +29,10 @@ the ratio is jaxdl's over torch's.
 MFU (model FLOPs utilisation): training FLOPs per token, by the usual count (Kaplan et al. 2020;
 PaLM, Chowdhery et al. 2022, appendix B),
     6 * N + 12 * layers * context * d_model
-N = the parameters outside the token and position embeddings (the blocks, the final norm and the
-untied head: 2 FLOPs per weight per token forward, 4 backward); the second term is the attention
+N = the weights used in matmuls (every kernel of the blocks and the untied head; embedding lookups,
+norms and biases are not matmuls: 2 FLOPs per weight per token forward, 4 backward;
+`jaxdl.models.transformer.training_flops_per_token`, the count experiments/transformer.py reports
+too); the second term is the attention
 scores QK^T and the weighted sum of values, forward and backward, counted for the full
 context x context square as PaLM does (causal masking does not halve it in this count). MFU = that x
 tokens/s / this machine's float32 matmul peak, measured in the same process
@@ -66,15 +68,10 @@ def parse_args(argv):
     p.add_argument("--context", type=int, default=64, help="tokens per training window and per validation window (max_len)")
     add_run_args(p, batch_size=12, steps=500)
     p.add_argument("--no-scan", dest="scan", action="store_false",
-                   help="jaxdl: unroll the layers (DecoderLM(scan=False)) instead of one nn.scan; on a 2-core "
-                        "CPU about 1.18x the tokens/s at 4 layers, with the same compile time")
+                   help="jaxdl: unroll the layers (DecoderLM(scan=False)) instead of one nn.scan "
+                        "(see the README for the two measured side by side)")
     add_common_tail(p)
     return finish_args(p, argv, ("layers", "heads", "d_model", "context", "batch_size", "rounds", "threads"), check_heads)
-
-
-def training_flops_per_token(n_params: int, n_embedding: int, layers: int, context: int, d_model: int) -> int:
-    """6 N + 12 L T D: N the non-embedding parameters (head included), see the module docstring."""
-    return 6 * (n_params - n_embedding) + 12 * layers * context * d_model
 
 
 def main(argv=None) -> dict:
@@ -83,7 +80,7 @@ def main(argv=None) -> dict:
     import jax
 
     from benchmarks.torch_gpt import TorchGPT, gpt_params_to_torch
-    from jaxdl.models.transformer import DecoderLM
+    from jaxdl.models.transformer import DecoderLM, training_flops_per_token
     from jaxdl.runtime import matmul_peak_gflops
     from jaxdl.tasks.language_model import LanguageModel
 
@@ -95,7 +92,8 @@ def main(argv=None) -> dict:
     net = gpt_params_to_torch(params, TorchGPT(V, D, L, args.heads, T)).train()
     n_params, n_torch = bench.set_models(task, params, net)
     n_embedding = sum(params["params"][k]["embedding"].size for k in ("token_embedding", "position_embedding"))
-    flops_per_token = training_flops_per_token(n_params, n_embedding, L, T, D)
+    flops_per_token = training_flops_per_token(params, L, T, D)  # the count experiments/transformer.py reports
+    n_matmul = round((flops_per_token - 12 * L * T * D) / 6)
     print(f"GPT: {L} layers x {args.heads} heads ({'scanned' if args.scan else 'unrolled'} in jaxdl), width {D}, "
           f"context {T}, {n_params:,} parameters "
           f"({n_params - n_embedding:,} outside the embeddings; torch {n_torch:,}); batch {B} x {T} = "
@@ -114,9 +112,9 @@ def main(argv=None) -> dict:
           f"MFU against a measured float32 matmul peak of {peak_gflops:,.1f} GFLOP/s\n")
     bench.print_table([("GFLOP/s", lambda r: f"{r['model_gflops']:.1f}"), ("MFU", lambda r: f"{100 * r['mfu']:.1f}%")])
     bench.print_summary()
-    print(f"MFU: {flops_per_token:,} FLOPs per token trained (6 x {n_params - n_embedding:,} non-embedding "
-          f"parameters + 12 x {L} x {T} x {D} attention) x tokens/s / {peak_gflops:,.1f} GFLOP/s")
-    return bench.finish({"non_embedding_params": n_params - n_embedding, "flops_per_token": flops_per_token,
+    print(f"MFU: {flops_per_token:,.0f} FLOPs per token trained (6 x {n_matmul:,} weights used in matmuls "
+          f"+ 12 x {L} x {T} x {D} attention) x tokens/s / {peak_gflops:,.1f} GFLOP/s")
+    return bench.finish({"matmul_params": n_matmul, "flops_per_token": flops_per_token,
                          "matmul_peak_gflops": peak_gflops})
 
 
