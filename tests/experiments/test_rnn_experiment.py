@@ -1,25 +1,16 @@
 """experiments/rnn.py end to end at small sizes: the workdir contract, resume by steps, every cell, bad input."""
 
 import json
-import shutil
 
 import jax
 import numpy as np
 import pytest
 
 from experiments import rnn
-from tests.experiments.workdir import exits_2, latest_params, snapshot
+from tests.experiments.workdir import exits_2, exits_2_untouched, latest_params
 
 TINY = ["--hidden", "16", "--embed", "8", "--layers", "1", "--seq-len", "16", "--batch-size", "4",
         "--sample-length", "12", "--log-every", "2"]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("text") / "corpus.txt"
-    path.write_text("It is a truth universally acknowledged, that a single man in possession of a good "
-                    "fortune, must be in want of a wife.\n" * 8, encoding="utf-8")
-    return path
 
 
 def test_run_writes_the_contract(tmp_path, corpus):
@@ -84,14 +75,9 @@ def finished_run(tmp_path_factory, corpus):
     (["--dataset", "text:/no/such.txt"], "no such file"),
 ])
 def test_bad_input_exits_2_and_leaves_a_finished_run_untouched(tmp_path, capsys, corpus, finished_run, argv, match):
-    workdir = tmp_path / "run"
-    shutil.copytree(finished_run, workdir)
-    before = snapshot(workdir)
-    capsys.readouterr()
-    err = exits_2(rnn.main, [*TINY, "--prompt", "It is", "--steps", "4", "--eval-every", "2", "--dataset", f"text:{corpus}",
-                   *argv, "--workdir", str(workdir)], capsys)
+    err = exits_2_untouched(rnn.main, [*TINY, "--prompt", "It is", "--steps", "4", "--eval-every", "2",
+                                       "--dataset", f"text:{corpus}", *argv], finished_run, tmp_path, capsys)
     assert match in err, err
-    assert snapshot(workdir) == before
 
 
 @pytest.mark.parametrize("content", [b"", b"\xff\xfe not utf-8 \x80"])

@@ -4,25 +4,16 @@
 and tests/data/test_sequence_tasks.py.)"""
 
 import json
-import shutil
 
 import pytest
 
 from experiments import transformer
-from tests.experiments.workdir import exits_2, snapshot
+from tests.experiments.workdir import exits_2_untouched
 
 TINY = ["--layers", "1", "--heads", "2", "--d-model", "16", "--batch-size", "4", "--log-every", "2", "--dropout", "0"]
 LM = [*TINY, "--seq-len", "16", "--sample-length", "40", "--prompt", "It is", "--warmup-steps", "0"]
 SEQ2SEQ = [*TINY, "--arch", "seq2seq", "--max-len", "5", "--longer-by", "2", "--test-examples", "20",
            "--schedule", "constant", "--warmup-steps", "0"]  # a cosine schedule depends on --steps
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("text") / "corpus.txt"
-    path.write_text("It is a truth universally acknowledged, that a single man in possession of a good "
-                    "fortune, must be in want of a wife.\n" * 8, encoding="utf-8")
-    return path
 
 
 LM_RUN = ["--steps", "4", "--eval-every", "2", "--pos", "rope", "--norm", "rms", "--kv-heads", "1"]
@@ -69,11 +60,6 @@ def test_seq2seq_writes_the_contract(tmp_path):
     (["--d-model", "32"], "different model"),
 ])
 def test_bad_input_exits_2_and_leaves_a_finished_run_untouched(tmp_path, capsys, corpus, finished_lm, argv, match):
-    workdir = tmp_path / "run"
-    shutil.copytree(finished_lm, workdir)
-    before = snapshot(workdir)
-    capsys.readouterr()
-    err = exits_2(transformer.main, [*LM, *LM_RUN, "--steps", "6", "--dataset", f"text:{corpus}",
-                                     *argv, "--workdir", str(workdir)], capsys)
+    err = exits_2_untouched(transformer.main, [*LM, *LM_RUN, "--steps", "6", "--dataset", f"text:{corpus}", *argv],
+                            finished_lm, tmp_path, capsys)
     assert match in err, err
-    assert snapshot(workdir) == before

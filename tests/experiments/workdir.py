@@ -1,6 +1,7 @@
-"""Helpers the experiment tests share: the latest checkpoint's params, a workdir's bytes, the exit-2 check."""
+"""Helpers the experiment tests share: the latest checkpoint's params, a workdir's bytes, the exit-2 checks."""
 
 import os
+import shutil
 
 import orbax.checkpoint as ocp
 import pytest
@@ -26,4 +27,16 @@ def exits_2(main, argv, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("error: ") and "Traceback" not in err
+    return err
+
+
+def exits_2_untouched(main, argv, finished, tmp_path, capsys):
+    """`exits_2` on a copy of the `finished` workdir (argv gets `--workdir COPY`), which must come out
+    byte-identical; returns the error line."""
+    workdir = tmp_path / "run"
+    shutil.copytree(finished, workdir)
+    before = snapshot(workdir)
+    capsys.readouterr()
+    err = exits_2(main, [*argv, "--workdir", str(workdir)], capsys)
+    assert snapshot(workdir) == before
     return err
