@@ -95,6 +95,8 @@ class LanguageModel:
         B, T = prompt_BT.shape
         lengths_B = np.full(B, T) if lengths_B is None else np.asarray(lengths_B)
         context = getattr(self.model, "max_len", None)
+        if context is not None and context < 2:
+            raise UsageError(f"generation needs a context of at least 2 tokens, the model has {context}")
         if context is not None and T > context:
             raise UsageError(f"a prompt of {T} tokens is longer than the model's context of {context} tokens")
         stop = -1 if stop_token is None else stop_token
@@ -103,28 +105,35 @@ class LanguageModel:
             jnp.float32(temperature), jnp.float32(top_p)))
         if context is None or T + new_tokens <= context:
             return run(prompt_BT, lengths_B, new_tokens, key)
-        rows = [list(prompt_BT[b, :lengths_B[b]]) for b in range(B)]
-        keep, segment = context // 2, 0
-        window_BT, window_lengths = prompt_BT, lengths_B
-        while len(rows[0]) - lengths_B[0] < new_tokens:
-            n = min(new_tokens - (len(rows[0]) - lengths_B[0]), context - window_BT.shape[1])
-            out_BN = run(window_BT, window_lengths, n, jax.random.fold_in(key, segment))
-            for row, new in zip(rows, out_BN):
-                row.extend(new.tolist())
-            if stop >= 0 and all(stop in row[length:] for row, length in zip(rows, lengths_B)):
-                break
-            window_lengths = np.array([min(len(r), keep) for r in rows])
-            window_BT = np.zeros((B, keep), np.int32)
-            for b, row in enumerate(rows):
-                window_BT[b, :window_lengths[b]] = row[len(row) - window_lengths[b]:]
-            segment += 1
-        out_BS = np.full((B, new_tokens), max(stop, 0), np.int32)
+        return _slide_windows(run, prompt_BT, lengths_B, new_tokens, key, context, stop)
+
+
+def _slide_windows(run: Callable, prompt_BT: np.ndarray, lengths_B: np.ndarray, new_tokens: int, key: jax.Array,
+                   context: int, stop: int) -> np.ndarray:
+    """Generation past the context: `run(window_BT, lengths_B, n, key) -> (B, n)` fills the context,
+    then the last half context of each sequence is prefilled again, and so on."""
+    B = len(prompt_BT)
+    rows = [list(prompt_BT[b, :lengths_B[b]]) for b in range(B)]
+    keep = max(1, context // 2)
+    window_BT, window_lengths, made, segment = prompt_BT, lengths_B, 0, 0
+    while made < new_tokens:
+        n = min(new_tokens - made, context - window_BT.shape[1])
+        for row, new in zip(rows, run(window_BT, window_lengths, n, jax.random.fold_in(key, segment))):
+            row.extend(new.tolist())
+        made, segment = made + n, segment + 1
+        if stop >= 0 and all(stop in row[length:] for row, length in zip(rows, lengths_B)):
+            break
+        window_lengths = np.array([min(len(r), keep) for r in rows])
+        window_BT = np.zeros((B, keep), np.int32)
         for b, row in enumerate(rows):
-            new = row[lengths_B[b]:][:new_tokens]
-            if stop in new:  # a later window does not know the sequence had finished
-                new = new[:new.index(stop) + 1]
-            out_BS[b, :len(new)] = new
-        return out_BS
+            window_BT[b, :window_lengths[b]] = row[len(row) - window_lengths[b]:]
+    out_BS = np.full((B, new_tokens), max(stop, 0), np.int32)
+    for b, row in enumerate(rows):
+        new = row[lengths_B[b]:]
+        if stop in new:  # a later window does not know the sequence had finished
+            new = new[:new.index(stop) + 1]
+        out_BS[b, :len(new)] = new
+    return out_BS
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
