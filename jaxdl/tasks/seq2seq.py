@@ -31,23 +31,25 @@ class Seq2Seq:
         return jax.jit(self.model.init)({"params": rng}, jnp.asarray(batch["source"]),
                                         jnp.asarray(batch["source_lengths"]), jnp.asarray(batch["target_in"]))
 
-    def _token_losses(self, params, batch, train: bool, rng=None):
-        logits_BTV = self.model.apply(params, batch["source"], batch["source_lengths"], batch["target_in"],
-                                      train=train, rngs=None if rng is None else {"dropout": rng})
-        nll_BT = optax.softmax_cross_entropy_with_integer_labels(logits_BTV, batch["target_out"])
-        return logits_BTV, nll_BT, batch["target_mask"]
-
     def loss(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array) -> tuple[jax.Array, dict]:
         """Mean cross-entropy over the target tokens (and EOS) that count."""
-        logits_BTV, nll_BT, mask_BT = self._token_losses(params, batch, True, rng)
+        logits_BTV = self.model.apply(params, batch["source"], batch["source_lengths"], batch["target_in"],
+                                      train=True, rngs={"dropout": rng})
+        nll_BT = optax.softmax_cross_entropy_with_integer_labels(logits_BTV, batch["target_out"])
+        mask_BT = batch["target_mask"]
         n = jnp.maximum(mask_BT.sum(), 1)
         loss = jnp.where(mask_BT, nll_BT, 0.0).sum() / n
         hits = (logits_BTV.argmax(-1) == batch["target_out"]) & mask_BT
         return loss, {"loss": loss, "token_accuracy": hits.sum() / n}
 
     def _eval_batch_fn(self, params, batch):
-        logits_BTV, nll_BT, mask_BT = self._token_losses(params, batch, False)
-        out_BT = self.generate_jit(params, batch["source"], batch["source_lengths"], batch["target_out"].shape[1])
+        context_BSD = self.model.apply(params, batch["source"], batch["source_lengths"], method="encode")
+        logits_BTV, _ = self.model.apply(params, batch["target_in"], context_BSD, batch["source_lengths"],
+                                         method="decode")  # teacher forcing, on the one encoding
+        nll_BT = optax.softmax_cross_entropy_with_integer_labels(logits_BTV, batch["target_out"])
+        mask_BT = batch["target_mask"]
+        out_BT = _decode_greedy(self.model, batch["target_out"].shape[1], self.bos, self.eos, params, context_BSD,
+                                batch["source_lengths"])
         exact_B = jnp.all((out_BT == batch["target_out"]) | ~mask_BT, axis=1)  # every token up to and with EOS
         teacher_hits = (logits_BTV.argmax(-1) == batch["target_out"]) & mask_BT
         return jnp.where(mask_BT, nll_BT, 0.0).sum(), teacher_hits.sum(), mask_BT.sum(), exact_B, out_BT
@@ -69,23 +71,25 @@ class Seq2Seq:
         return {"loss": nll / tokens, "token_accuracy": hits / tokens, "exact_match": float(exact_N.mean()),
                 "outputs": {"tokens": np.concatenate(outs), "exact": exact_N}}
 
-    def generate_jit(self, params, source_BS, source_lengths_B, max_tokens: int) -> jax.Array:
-        return _greedy(self.model, max_tokens, self.bos, self.eos, params, source_BS, source_lengths_B)
-
     def generate(self, params: Any, source_BS: np.ndarray, source_lengths_B: np.ndarray, max_tokens: int) -> np.ndarray:
         """Greedy decoding: up to `max_tokens` tokens per source, ending with EOS (then EOS-filled)."""
-        return np.asarray(self.generate_jit(params, jnp.asarray(source_BS, jnp.int32),
-                                            jnp.asarray(source_lengths_B, jnp.int32), max_tokens))
+        return np.asarray(_greedy(self.model, max_tokens, self.bos, self.eos, params,
+                                  jnp.asarray(source_BS, jnp.int32), jnp.asarray(source_lengths_B, jnp.int32)))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def _greedy(model: nn.Module, max_tokens: int, bos: int, eos: int, params: Any, source_BS: jax.Array,
             source_lengths_B: jax.Array) -> jax.Array:
-    """Encode once; prefill the decoder with BOS; then one cached step per token."""
     context_BSD = model.apply(params, source_BS, source_lengths_B, method="encode")
+    return _decode_greedy(model, max_tokens, bos, eos, params, context_BSD, source_lengths_B)
+
+
+def _decode_greedy(model: nn.Module, max_tokens: int, bos: int, eos: int, params: Any, context_BSD: jax.Array,
+                   source_lengths_B: jax.Array) -> jax.Array:
+    """Prefill the decoder with BOS, then one cached step per token, until EOS."""
     decode = functools.partial(model.apply, params, context_BSD=context_BSD, source_lengths_B=source_lengths_B,
                                method="decode")
-    bos_B1 = jnp.full((source_BS.shape[0], 1), bos, jnp.int32)
+    bos_B1 = jnp.full((context_BSD.shape[0], 1), bos, jnp.int32)
     logits_B1V, cache = decode(bos_B1)
     step = lambda token_B1, cache: decode(token_B1, cache=cache)
     return sampling_loop(step, logits_B1V[:, 0], cache, max_tokens, jax.random.key(0), stop_token=eos)
