@@ -105,6 +105,24 @@ def compare_curves(runs: dict[str, str], out_png: str, key: str = "loss") -> Non
     _save(fig, out_png)
 
 
+def sample_grid(images_PNHWC: np.ndarray, row_titles: list[str], out_png: str, max_columns: int = 16) -> None:
+    """Generated images in [0, 1], one row per prompt (titled with it), at most `max_columns` per row."""
+    P, N = images_PNHWC.shape[:2]
+    cols = min(N, max_columns)
+    fig, axes = plt.subplots(P, cols, figsize=(0.8 * cols + 2.2, 0.8 * P + 0.3), squeeze=False)
+    for r in range(P):
+        for c in range(cols):
+            ax = axes[r, c]
+            img = images_PNHWC[r, c]
+            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0.0, vmax=1.0,
+                      interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r, 0].set_ylabel(row_titles[r], rotation=0, ha="right", va="center", fontsize=8)
+    fig.subplots_adjust(left=0.2, right=0.99, top=0.99, bottom=0.01, wspace=0.05, hspace=0.05)
+    _save(fig, out_png)
+
+
 def _save(fig, out_png: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
     tmp = out_png + ".tmp.png"

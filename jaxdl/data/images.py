@@ -216,3 +216,20 @@ def load_images(spec: str, data_dir: str | None = None, image_size: int | None =
     if spec and ":" not in spec and "/" not in spec:
         return load_tfds(spec, data_dir)
     raise UsageError(f"unknown dataset spec {spec!r}: use digits, folder:PATH, tfds:NAME or a TFDS name such as mnist")
+
+
+def resized(data: ImageDataset, size: int) -> ImageDataset:
+    """The dataset with every image resized to size x size (bilinear, antialiased), still uint8."""
+    import jax
+    import jax.numpy as jnp
+
+    def resize(images: np.ndarray) -> np.ndarray:
+        N, H, W, C = images.shape
+        if (H, W) == (size, size):
+            return images
+        out = [jax.image.resize(jnp.asarray(images[i:i + 4096], jnp.float32), (len(images[i:i + 4096]), size, size, C),
+                                "bilinear", antialias=True) for i in range(0, N, 4096)]
+        return np.asarray(jnp.clip(jnp.round(jnp.concatenate(out)), 0, 255)).astype(np.uint8)
+
+    train, test = (ImageSplit(resize(s.images), s.labels) for s in (data.train, data.test))
+    return _dataset(data.name, train, test, data.class_names)

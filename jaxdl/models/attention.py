@@ -21,10 +21,14 @@ POSITIONS = ("sinusoidal", "learned", "rope")
 
 def sinusoidal(length: int, d_model: int, base: float = 10000.0) -> jax.Array:
     """Vaswani et al. (2017), sec. 3.5: PE[p, 2i] = sin(p / base^(2i/d)), PE[p, 2i+1] = cos(same). (length, d)."""
-    pos_T1 = jnp.arange(length, dtype=jnp.float32)[:, None]
-    angle_TI = pos_T1 / base ** (jnp.arange(0, d_model, 2, dtype=jnp.float32) / d_model)
+    return sinusoidal_at(jnp.arange(length), d_model, base)
+
+
+def sinusoidal_at(positions: jax.Array, d_model: int, base: float = 10000.0) -> jax.Array:
+    """The sinusoidal encoding of any (integer or real) positions: shape positions.shape + (d_model,)."""
+    angle_TI = positions.astype(jnp.float32)[..., None] / base ** (jnp.arange(0, d_model, 2, dtype=jnp.float32) / d_model)
     pe_TI2 = jnp.stack([jnp.sin(angle_TI), jnp.cos(angle_TI)], axis=-1)
-    return pe_TI2.reshape(length, -1)[:, :d_model]
+    return pe_TI2.reshape(*positions.shape, -1)[..., :d_model]
 
 
 def rope(x_BTNH: jax.Array, positions_BT: jax.Array, base: float = 10000.0) -> jax.Array:

@@ -37,5 +37,10 @@ class TrainConfig:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(f"unknown --optimizer {self.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise UsageError(f"unknown --schedule {self.schedule!r}: use one of {', '.join(SCHEDULES)}")
+        flag, value = self.lr_schedule_flag()
+        if value not in SCHEDULES:
+            raise UsageError(f"unknown {flag} {value!r}: use one of {', '.join(SCHEDULES)}")
+
+    def lr_schedule_flag(self) -> tuple[str, str]:
+        """(flag, value) of the learning-rate schedule; a config whose --schedule means something else moves it."""
+        return "--schedule", self.schedule

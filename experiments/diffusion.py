@@ -1,0 +1,239 @@
+"""Text-to-image diffusion: train a text-conditioned U-Net on captioned class images, then draw
+images from prompts and judge them.
+
+    python experiments/diffusion.py --prompt "a handwritten seven"    # bundled digits, offline
+    python experiments/diffusion.py --sample-only --prompt "the digit 3|a handwritten nine"
+    python experiments/diffusion.py --dataset fashion_mnist --image-size 28 --prompt "a sandal"
+
+Captions come from the class labels ("a handwritten seven", "the digit 7", "7", ...). After
+training (or, with --sample-only, from the workdir's checkpoint) the EMA parameters draw
+--num-samples images per prompt (several prompts: separate them with '|'; default: one per class).
+A MyNet judge trained on the real training split labels images drawn for every class, and the
+Frechet distance in its features compares them with the real test images.
+
+Writes --workdir: summary.json, metrics.jsonl, checkpoints/, curves.png, samples.png (one row per
+prompt), samples.npz (images N,H,W,C in [0, 1], labels, prompts), judge/ (the judge's own run).
+Running the same command again resumes; a larger --steps continues a finished run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from jaxdl import runtime  # noqa: E402
+
+runtime.configure_xla()  # before jax is imported
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxdl import cli, plots  # noqa: E402
+from jaxdl.cli import field, fixed  # noqa: E402
+from jaxdl.data import captions  # noqa: E402
+from jaxdl.data.batches import cycled_batches, eval_batches  # noqa: E402
+from jaxdl.data.images import load_images, resized  # noqa: E402
+from jaxdl.errors import UsageError  # noqa: E402
+from jaxdl.models.unet import TextConditionedUNet, check_image_size  # noqa: E402
+from jaxdl.tasks.diffusion import SAMPLERS, SCHEDULES, make_schedule  # noqa: E402
+from jaxdl.tasks.judge import Judge, judge_samples, judge_workdir, to_uint8  # noqa: E402
+from jaxdl.tasks.text_to_image import SamplerConfig, TextToImage  # noqa: E402
+from jaxdl.train import TrainConfig, TrainState, fit, make_optimizer, make_train_step  # noqa: E402
+from jaxdl.train.checkpoint import Checkpoints  # noqa: E402
+from jaxdl.train.config import SCHEDULES as LR_SCHEDULES  # noqa: E402
+from jaxdl.train.metrics import device_description, write_summary  # noqa: E402
+from jaxdl.train.state import num_params, step_of  # noqa: E402
+from jaxdl.train.step import ema_extras  # noqa: E402
+
+
+@dataclasses.dataclass
+class Config(TrainConfig):
+    dataset: str = field("digits", "digits | mnist | fashion_mnist | tfds:NAME | folder:PATH")
+    data_dir: str = field("", "TFDS data directory (default: TFDS's own)")
+    image_size: int = field(0, "train and sample at this height and width; 0 = the dataset's own")
+    steps: int = field(4000, "training steps in all; a larger value continues a finished run")
+    eval_every: int = field(500, "evaluate the held-out denoising loss and checkpoint every N steps")
+    batch_size: int = field(128, "images per training step")
+    lr: float = field(1e-3, "peak learning rate")
+    weight_decay: float = field(0.0, "L2 for adam/sgd/rmsprop, decoupled decay for adamw")
+    lr_schedule: str = field("cosine", "learning-rate schedule: constant | cosine (decays to 0 at the end)")
+    warmup_steps: int = field(100, "linear learning-rate warmup from 0 over this many steps")
+    clip_norm: float = field(1.0, "clip gradients to this global norm; 0 = off")
+    schedule: str = field("cosine", "noise schedule: linear (1e-4..0.02) | cosine (Nichol & Dhariwal)")
+    timesteps: int = field(1000, "diffusion steps T")
+    min_snr_gamma: float = field(5.0, "weight the loss by min(SNR, gamma) / SNR; 0 = unweighted")
+    uncond_prob: float = field(0.15, "drop the prompt with this probability (for classifier-free guidance)")
+    ema_decay: float = field(0.999, "decay of the parameters' moving average that samples are drawn with")
+    channels: int = field(32, "U-Net width at full resolution (doubling at each lower level)")
+    levels: int = field(2, "U-Net resolutions; the image size must halve levels - 1 times")
+    blocks: int = field(2, "residual blocks per U-Net level")
+    heads: int = field(4, "attention heads (U-Net self/cross-attention and text encoder)")
+    dropout: float = field(0.0, "dropout in the U-Net's residual blocks and the text encoder")
+    text_layers: int = field(2, "text encoder transformer layers")
+    text_width: int = field(64, "text encoder width")
+    max_prompt_bytes: int = field(47, "longest prompt in UTF-8 bytes")
+    sampler: str = field("ddim", "ddpm (all T steps) | ddim")
+    sample_steps: int = field(50, "DDIM steps (1..T)")
+    eta: float = field(0.0, "DDIM noise: 0 = deterministic, 1 = DDPM's variance")
+    guidance: float = field(3.0, "classifier-free guidance weight w >= 0 (0 = conditional only)")
+    prompt: str = field("", "prompts to draw, separated by '|'; empty = one per class")
+    num_samples: int = field(50, "images per prompt (and per class for the judged samples)")
+    sample_only: bool = field(False, "skip training: draw from the workdir's checkpoint")
+    judge_epochs: int = field(30, "epochs for the MyNet judge trained on the real images")
+    workdir: str = field("runs/diffusion", "where checkpoints, metrics and pictures go; rerun to resume")
+    epochs: int = fixed(1)  # counted in --steps
+
+    def lr_schedule_flag(self) -> tuple[str, str]:
+        return "--lr-schedule", self.lr_schedule
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("steps", "eval_every", "timesteps", "channels", "levels", "blocks", "heads", "text_layers",
+                     "text_width", "max_prompt_bytes", "num_samples", "judge_epochs"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.schedule not in SCHEDULES:
+            raise UsageError(f"unknown --schedule {self.schedule!r} (the noise schedule): use one of "
+                             f"{', '.join(SCHEDULES)}; the learning rate's is --lr-schedule {'|'.join(LR_SCHEDULES)}")
+        if self.sampler not in SAMPLERS:
+            raise UsageError(f"unknown --sampler {self.sampler!r}: use one of {', '.join(SAMPLERS)}")
+        if not 1 <= self.sample_steps <= self.timesteps:
+            raise UsageError(f"--sample-steps must be in 1..{self.timesteps} (--timesteps), got {self.sample_steps}")
+        if not self.guidance >= 0:
+            raise UsageError(f"--guidance must be >= 0 (0 = no guidance), got {self.guidance}")
+        if not 0 < self.uncond_prob < 1:
+            raise UsageError(f"--uncond-prob must be in (0, 1) (guidance needs both prompts), got {self.uncond_prob}")
+        for name in ("min_snr_gamma", "eta"):
+            if not getattr(self, name) >= 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.ema_decay < 1:
+            raise UsageError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if not 0 <= self.dropout < 1:
+            raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.image_size < 0:
+            raise UsageError(f"--image-size must be >= 0 (0 = the dataset's own), got {self.image_size}")
+        if self.channels % self.heads or self.text_width % self.heads:
+            raise UsageError(f"--heads {self.heads} must divide --channels {self.channels} and --text-width "
+                             f"{self.text_width}")
+
+    def sampler_config(self) -> SamplerConfig:
+        return SamplerConfig(self.sampler, self.sample_steps, self.eta, self.guidance)
+
+
+def build_model(cfg: Config, channels: int) -> TextConditionedUNet:
+    unet = dict(out_channels=channels, channels=cfg.channels, levels=cfg.levels, blocks=cfg.blocks,
+                num_heads=cfg.heads, dropout=cfg.dropout)
+    text = dict(vocab_size=captions.VOCAB_SIZE, d_model=cfg.text_width, num_layers=cfg.text_layers,
+                num_heads=cfg.heads, max_len=cfg.max_prompt_bytes + 1, dropout=cfg.dropout, pos="learned")
+    return TextConditionedUNet(unet=unet, text=text)
+
+
+def restore(state: TrainState, workdir: str) -> TrainState:
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory):
+        raise UsageError(f"--sample-only: {directory} does not exist: train first (drop --sample-only) or point "
+                         "--workdir at a trained run")
+    ckpt = Checkpoints(directory)
+    state = ckpt.restore_or(state)
+    ckpt.close()
+    if step_of(state) == 0:
+        raise UsageError(f"--sample-only: no checkpoint in {directory}: train first (drop --sample-only)")
+    return state
+
+
+def draw(task: TextToImage, params, prompts: list[str], max_len: int, key: jax.Array, shape: tuple, n: int,
+         sampler: SamplerConfig) -> tuple[np.ndarray, float]:
+    """Images (P, n, H, W, C) in [0, 1], and images per second (compilation excluded)."""
+    tokens, lengths = captions.encode(prompts, max_len)
+    run = task.compiled_sampler(params, tokens, lengths, key, shape, n, sampler)
+    t0 = time.perf_counter()
+    images = np.asarray(jax.block_until_ready(run()))
+    return images, images.shape[0] * images.shape[1] / (time.perf_counter() - t0)
+
+
+def main(argv=None) -> dict:
+    cfg = cli.parse(Config, argv, __doc__)
+    t0 = time.perf_counter()
+    grid_prompts = captions.parse_prompts(cfg.prompt) if cfg.prompt else None
+    data = load_images(cfg.dataset, cfg.data_dir or None, cfg.image_size or None)
+    H, W, C = data.train.images.shape[1:]
+    size = cfg.image_size or H
+    if not cfg.image_size and H != W:
+        raise UsageError(f"{data.name} images are {H}x{W}: pass a square --image-size")
+    try:
+        check_image_size(size, cfg.levels)
+    except ValueError as e:
+        raise UsageError(f"--image-size {size}, --levels {cfg.levels}: {e}") from None
+    data = resized(data, size)
+    class_prompts = [phrasings[0] for phrasings in captions.captions(data.class_names)]
+    grid_prompts = grid_prompts or class_prompts
+    max_len = cfg.max_prompt_bytes + 1
+    for p in grid_prompts:
+        captions.encode([p], max_len)  # refuses a prompt that does not fit before anything is written
+    print(f"{data.name}: {len(data.train)} train / {len(data.test)} test images at {size}x{size}x{C}, "
+          f"{data.num_classes} classes; device {device_description()}")
+
+    table_tokens, table_lengths = captions.caption_table(data.class_names, max_len)
+    task = TextToImage(build_model(cfg, C), make_schedule(cfg.schedule, cfg.timesteps), table_tokens, table_lengths,
+                       cfg.uncond_prob, cfg.min_snr_gamma)
+    train = {"image": data.train.images, "label": data.train.labels}
+    test = {"image": data.test.images, "label": data.test.labels}
+    optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay, momentum=cfg.momentum,
+                               schedule=cfg.lr_schedule, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps,
+                               clip_norm=cfg.clip_norm)
+    params = task.init(jax.random.key(cfg.seed), next(eval_batches(test, 1)))
+    print(f"text-conditioned U-Net: {cfg.levels} levels x {cfg.blocks} blocks, width {cfg.channels}; text encoder "
+          f"{cfg.text_layers} x {cfg.text_width}; {num_params(params):,} parameters")
+    state = TrainState.create(params, optimizer, cfg.seed, extras=ema_extras(params))
+    compile_s = examples_per_sec = None
+    if cfg.sample_only:
+        state = restore(state, cfg.workdir)
+        print(f"Sampling from step {step_of(state)} ({cfg.workdir}/checkpoints)")
+    else:
+        result = fit(state, make_train_step(task.loss, optimizer, ema_decay=cfg.ema_decay),
+                     lambda r, skip: cycled_batches(train, cfg.batch_size, cfg.seed, r, cfg.eval_every, skip),
+                     cfg.eval_every, lambda p: task.evaluate(p, eval_batches(test, 256), cfg.seed), cfg,
+                     identity={"dataset": data.name, "image_size": size}, total_steps=cfg.steps,
+                     eval_params=lambda s: s.extras["ema"])
+        state, compile_s, examples_per_sec = result.state, result.compile_seconds, result.train_examples_per_sec
+    ema = state.extras["ema"]
+
+    judge = Judge(data, size)
+    judge_accuracy = judge.train(data, judge_workdir(cfg.workdir), cfg.judge_epochs, cfg.seed)
+    sampler = cfg.sampler_config()
+    key = jax.random.fold_in(jax.random.key(cfg.seed), 2)
+    print(f"Drawing {cfg.num_samples} images for each of {data.num_classes} class prompts ({cfg.sampler}"
+          f"{f', {cfg.sample_steps} steps' if cfg.sampler == 'ddim' else ''}, guidance {cfg.guidance}) ...", flush=True)
+    class_images, images_per_sec = draw(task, ema, class_prompts, max_len, key, (size, size, C), cfg.num_samples,
+                                        sampler)
+    labels = np.repeat(np.arange(data.num_classes), cfg.num_samples)
+    verdict = judge_samples(judge, data, to_uint8(class_images.reshape(-1, size, size, C)), labels, cfg.seed)
+    if grid_prompts == class_prompts:
+        grid = class_images
+    else:
+        grid, _ = draw(task, ema, grid_prompts, max_len, jax.random.fold_in(key, 1), (size, size, C),
+                       cfg.num_samples, sampler)
+    plots.sample_grid(grid, grid_prompts, os.path.join(cfg.workdir, "samples.png"))
+    grid_labels = [captions.label_of(p, data.class_names) for p in grid_prompts]
+    np.savez_compressed(os.path.join(cfg.workdir, "samples.npz"), images=grid.reshape(-1, size, size, C),
+                        labels=np.repeat(np.asarray(grid_labels, np.int32), cfg.num_samples),
+                        prompts=np.repeat(np.asarray(grid_prompts), cfg.num_samples))
+    summary = {
+        "sample_accuracy": verdict.sample_accuracy, "judge_test_accuracy": judge_accuracy,
+        "frechet_distance": verdict.frechet_distance, "frechet_floor": verdict.frechet_floor,
+        "sampling_images_per_sec": images_per_sec, "sampler": cfg.sampler,
+        "sample_steps": cfg.sample_steps if cfg.sampler == "ddim" else cfg.timesteps, "guidance": cfg.guidance,
+        "train_examples_per_sec": examples_per_sec, "compile_seconds": compile_s, "num_params": num_params(params),
+        "steps": step_of(state), "dataset": data.name, "image_size": size, "device": device_description(),
+        "wall_seconds": time.perf_counter() - t0,
+    }
+    print(f"summary: {write_summary(cfg.workdir, summary)}")
+    return summary
+
+
+if __name__ == "__main__":
+    cli.run(main)
