@@ -22,6 +22,7 @@ import dataclasses
 import os
 import sys
 import time
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -36,7 +37,7 @@ from jaxdl import cli, plots  # noqa: E402
 from jaxdl.cli import field, fixed  # noqa: E402
 from jaxdl.data import captions  # noqa: E402
 from jaxdl.data.batches import cycled_batches, eval_batches  # noqa: E402
-from jaxdl.data.images import load_images, resized  # noqa: E402
+from jaxdl.data.images import ImageDataset, load_images, resized  # noqa: E402
 from jaxdl.errors import UsageError  # noqa: E402
 from jaxdl.models.unet import TextConditionedUNet, check_image_size  # noqa: E402
 from jaxdl.tasks.diffusion import SAMPLERS, SCHEDULES, make_schedule  # noqa: E402
@@ -55,8 +56,8 @@ class Config(TrainConfig):
     dataset: str = field("digits", "digits | mnist | fashion_mnist | tfds:NAME | folder:PATH")
     data_dir: str = field("", "TFDS data directory (default: TFDS's own)")
     image_size: int = field(0, "train and sample at this height and width; 0 = the dataset's own")
-    steps: int = field(4000, "training steps in all; a larger value continues a finished run")
-    eval_every: int = field(500, "evaluate the held-out denoising loss and checkpoint every N steps")
+    steps: int = field(1000, "training steps in all; a larger value continues a finished run")
+    eval_every: int = field(250, "evaluate the held-out denoising loss and checkpoint every N steps")
     batch_size: int = field(128, "images per training step")
     lr: float = field(1e-3, "peak learning rate")
     weight_decay: float = field(0.0, "L2 for adam/sgd/rmsprop, decoupled decay for adamw")
@@ -79,7 +80,7 @@ class Config(TrainConfig):
     sampler: str = field("ddim", "ddpm (all T steps) | ddim")
     sample_steps: int = field(50, "DDIM steps (1..T)")
     eta: float = field(0.0, "DDIM noise: 0 = deterministic, 1 = DDPM's variance")
-    guidance: float = field(3.0, "classifier-free guidance weight w >= 0 (0 = conditional only)")
+    guidance: float = field(1.0, "classifier-free guidance weight w >= 0 (0 = conditional only)")
     prompt: str = field("", "prompts to draw, separated by '|'; empty = one per class")
     num_samples: int = field(50, "images per prompt (and per class for the judged samples)")
     sample_only: bool = field(False, "skip training: draw from the workdir's checkpoint")
@@ -155,10 +156,18 @@ def draw(task: TextToImage, params, prompts: list[str], max_len: int, key: jax.A
     return images, images.shape[0] * images.shape[1] / (time.perf_counter() - t0)
 
 
-def main(argv=None) -> dict:
-    cfg = cli.parse(Config, argv, __doc__)
-    t0 = time.perf_counter()
-    grid_prompts = captions.parse_prompts(cfg.prompt) if cfg.prompt else None
+@dataclasses.dataclass
+class Setup:
+    data: ImageDataset  # resized to the training size
+    shape: tuple[int, int, int]  # (H, W, C) of model images
+    task: TextToImage
+    optimizer: Any
+    state: TrainState  # freshly initialised (EMA extras included)
+    class_prompts: list[str]  # each class's canonical caption
+
+
+def setup(cfg: Config) -> Setup:
+    """Load and resize the data, build the model and task, initialise the state; bad input -> UsageError."""
     data = load_images(cfg.dataset, cfg.data_dir or None, cfg.image_size or None)
     H, W, C = data.train.images.shape[1:]
     size = cfg.image_size or H
@@ -169,68 +178,83 @@ def main(argv=None) -> dict:
     except ValueError as e:
         raise UsageError(f"--image-size {size}, --levels {cfg.levels}: {e}") from None
     data = resized(data, size)
-    class_prompts = [phrasings[0] for phrasings in captions.captions(data.class_names)]
-    grid_prompts = grid_prompts or class_prompts
-    max_len = cfg.max_prompt_bytes + 1
-    for p in grid_prompts:
-        captions.encode([p], max_len)  # refuses a prompt that does not fit before anything is written
     print(f"{data.name}: {len(data.train)} train / {len(data.test)} test images at {size}x{size}x{C}, "
           f"{data.num_classes} classes; device {device_description()}")
-
-    table_tokens, table_lengths = captions.caption_table(data.class_names, max_len)
+    table_tokens, table_lengths = captions.caption_table(data.class_names, cfg.max_prompt_bytes + 1)
     task = TextToImage(build_model(cfg, C), make_schedule(cfg.schedule, cfg.timesteps), table_tokens, table_lengths,
                        cfg.uncond_prob, cfg.min_snr_gamma)
-    train = {"image": data.train.images, "label": data.train.labels}
-    test = {"image": data.test.images, "label": data.test.labels}
     optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay, momentum=cfg.momentum,
                                schedule=cfg.lr_schedule, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps,
                                clip_norm=cfg.clip_norm)
-    params = task.init(jax.random.key(cfg.seed), next(eval_batches(test, 1)))
+    params = task.init(jax.random.key(cfg.seed), {"image": data.test.images[:1], "label": data.test.labels[:1]})
     print(f"text-conditioned U-Net: {cfg.levels} levels x {cfg.blocks} blocks, width {cfg.channels}; text encoder "
           f"{cfg.text_layers} x {cfg.text_width}; {num_params(params):,} parameters")
     state = TrainState.create(params, optimizer, cfg.seed, extras=ema_extras(params))
-    compile_s = examples_per_sec = None
-    if cfg.sample_only:
-        state = restore(state, cfg.workdir)
-        print(f"Sampling from step {step_of(state)} ({cfg.workdir}/checkpoints)")
-    else:
-        result = fit(state, make_train_step(task.loss, optimizer, ema_decay=cfg.ema_decay),
-                     lambda r, skip: cycled_batches(train, cfg.batch_size, cfg.seed, r, cfg.eval_every, skip),
-                     cfg.eval_every, lambda p: task.evaluate(p, eval_batches(test, 256), cfg.seed), cfg,
-                     identity={"dataset": data.name, "image_size": size}, total_steps=cfg.steps,
-                     eval_params=lambda s: s.extras["ema"])
-        state, compile_s, examples_per_sec = result.state, result.compile_seconds, result.train_examples_per_sec
-    ema = state.extras["ema"]
+    class_prompts = [phrasings[0] for phrasings in captions.captions(data.class_names)]
+    return Setup(data, (size, size, C), task, optimizer, state, class_prompts)
 
+
+def train(cfg: Config, run: Setup) -> tuple[TrainState, dict]:
+    """The engine's fit with an EMA of the params (evaluated and sampled from); the state and its timings."""
+    train_set = {"image": run.data.train.images, "label": run.data.train.labels}
+    test_set = {"image": run.data.test.images, "label": run.data.test.labels}
+    result = fit(run.state, make_train_step(run.task.loss, run.optimizer, ema_decay=cfg.ema_decay),
+                 lambda r, skip: cycled_batches(train_set, cfg.batch_size, cfg.seed, r, cfg.eval_every, skip),
+                 cfg.eval_every, lambda p: run.task.evaluate(p, eval_batches(test_set, 256), cfg.seed), cfg,
+                 identity={"dataset": run.data.name, "image_size": run.shape[0]}, total_steps=cfg.steps,
+                 eval_params=lambda s: s.extras["ema"])
+    return result.state, {"train_examples_per_sec": result.train_examples_per_sec,
+                          "compile_seconds": result.compile_seconds}
+
+
+def draw_and_judge(cfg: Config, run: Setup, params, grid_prompts: list[str]) -> dict:
+    """Draw --num-samples images per class prompt and judge them; draw the grid's prompts; write
+    samples.png and samples.npz; the summary's quality and speed keys."""
+    data, (size, _, C) = run.data, run.shape
     judge = Judge(data, size)
     judge_accuracy = judge.train(data, judge_workdir(cfg.workdir), cfg.judge_epochs, cfg.seed)
-    sampler = cfg.sampler_config()
+    sampler, max_len = cfg.sampler_config(), cfg.max_prompt_bytes + 1
     key = jax.random.fold_in(jax.random.key(cfg.seed), 2)
     print(f"Drawing {cfg.num_samples} images for each of {data.num_classes} class prompts ({cfg.sampler}"
           f"{f', {cfg.sample_steps} steps' if cfg.sampler == 'ddim' else ''}, guidance {cfg.guidance}) ...", flush=True)
-    class_images, images_per_sec = draw(task, ema, class_prompts, max_len, key, (size, size, C), cfg.num_samples,
+    class_images, images_per_sec = draw(run.task, params, run.class_prompts, max_len, key, run.shape, cfg.num_samples,
                                         sampler)
     labels = np.repeat(np.arange(data.num_classes), cfg.num_samples)
     verdict = judge_samples(judge, data, to_uint8(class_images.reshape(-1, size, size, C)), labels, cfg.seed)
-    if grid_prompts == class_prompts:
-        grid = class_images
-    else:
-        grid, _ = draw(task, ema, grid_prompts, max_len, jax.random.fold_in(key, 1), (size, size, C),
+    grid = class_images
+    if grid_prompts != run.class_prompts:
+        grid, _ = draw(run.task, params, grid_prompts, max_len, jax.random.fold_in(key, 1), run.shape,
                        cfg.num_samples, sampler)
     plots.sample_grid(grid, grid_prompts, os.path.join(cfg.workdir, "samples.png"))
     grid_labels = [captions.label_of(p, data.class_names) for p in grid_prompts]
     np.savez_compressed(os.path.join(cfg.workdir, "samples.npz"), images=grid.reshape(-1, size, size, C),
                         labels=np.repeat(np.asarray(grid_labels, np.int32), cfg.num_samples),
                         prompts=np.repeat(np.asarray(grid_prompts), cfg.num_samples))
-    summary = {
-        "sample_accuracy": verdict.sample_accuracy, "judge_test_accuracy": judge_accuracy,
-        "frechet_distance": verdict.frechet_distance, "frechet_floor": verdict.frechet_floor,
-        "sampling_images_per_sec": images_per_sec, "sampler": cfg.sampler,
-        "sample_steps": cfg.sample_steps if cfg.sampler == "ddim" else cfg.timesteps, "guidance": cfg.guidance,
-        "train_examples_per_sec": examples_per_sec, "compile_seconds": compile_s, "num_params": num_params(params),
-        "steps": step_of(state), "dataset": data.name, "image_size": size, "device": device_description(),
-        "wall_seconds": time.perf_counter() - t0,
-    }
+    print(f"Judge ({judge_accuracy:.2%} on real test images): {verdict.sample_accuracy:.2%} of the samples show the "
+          f"class their prompt names; Frechet distance {verdict.frechet_distance:.2f} (real train vs test: "
+          f"{verdict.frechet_floor:.2f}); {images_per_sec:.1f} images/s")
+    return {"sample_accuracy": verdict.sample_accuracy, "judge_test_accuracy": judge_accuracy,
+            "frechet_distance": verdict.frechet_distance, "frechet_floor": verdict.frechet_floor,
+            "sampling_images_per_sec": images_per_sec, "sampler": cfg.sampler,
+            "sample_steps": cfg.sample_steps if cfg.sampler == "ddim" else cfg.timesteps, "guidance": cfg.guidance}
+
+
+def main(argv=None) -> dict:
+    cfg = cli.parse(Config, argv, __doc__)
+    t0 = time.perf_counter()
+    grid_prompts = captions.parse_prompts(cfg.prompt) if cfg.prompt else []
+    captions.encode(grid_prompts, cfg.max_prompt_bytes + 1)  # a prompt that does not fit stops here
+    run = setup(cfg)
+    if cfg.sample_only:
+        state, timings = restore(run.state, cfg.workdir), {}
+        print(f"Sampling from step {step_of(state)} ({cfg.workdir}/checkpoints)")
+    else:
+        state, timings = train(cfg, run)
+    summary = draw_and_judge(cfg, run, state.extras["ema"], grid_prompts or run.class_prompts)
+    summary.update(timings)
+    summary.update({"num_params": num_params(state.params), "steps": step_of(state), "dataset": run.data.name,
+                    "image_size": run.shape[0], "device": device_description(),
+                    "wall_seconds": time.perf_counter() - t0})
     print(f"summary: {write_summary(cfg.workdir, summary)}")
     return summary
 

@@ -109,7 +109,9 @@ def sample_grid(images_PNHWC: np.ndarray, row_titles: list[str], out_png: str, m
     """Generated images in [0, 1], one row per prompt (titled with it), at most `max_columns` per row."""
     P, N = images_PNHWC.shape[:2]
     cols = min(N, max_columns)
-    fig, axes = plt.subplots(P, cols, figsize=(0.8 * cols + 2.2, 0.8 * P + 0.3), squeeze=False)
+    label_in = 0.07 * max(len(t) for t in row_titles) + 0.2  # room for the prompts, in inches
+    width = 0.8 * cols + label_in
+    fig, axes = plt.subplots(P, cols, figsize=(width, 0.8 * P + 0.3), squeeze=False)
     for r in range(P):
         for c in range(cols):
             ax = axes[r, c]
@@ -119,7 +121,7 @@ def sample_grid(images_PNHWC: np.ndarray, row_titles: list[str], out_png: str, m
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r, 0].set_ylabel(row_titles[r], rotation=0, ha="right", va="center", fontsize=8)
-    fig.subplots_adjust(left=0.2, right=0.99, top=0.99, bottom=0.01, wspace=0.05, hspace=0.05)
+    fig.subplots_adjust(left=label_in / width, right=0.99, top=0.99, bottom=0.01, wspace=0.05, hspace=0.05)
     _save(fig, out_png)
 
 

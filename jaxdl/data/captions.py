@@ -74,6 +74,10 @@ def encode(prompts: list[str], max_len: int) -> tuple[np.ndarray, np.ndarray]:
 def caption_table(class_names: list[str], max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """Every class's phrasings encoded: tokens (K, P, max_len), lengths (K, P)."""
     table = captions(class_names)
+    longest = max((c for row in table for c in row), key=lambda c: len(c.encode("utf-8")))
+    if len(longest.encode("utf-8")) >= max_len:
+        raise UsageError(f"the caption {longest!r} is {len(longest.encode('utf-8'))} bytes, more than the text "
+                         f"encoder's {max_len - 1}: raise --max-prompt-bytes")
     tokens, lengths = encode([c for row in table for c in row], max_len)
     K, P = len(table), len(table[0])
     return tokens.reshape(K, P, max_len), lengths.reshape(K, P)

@@ -30,7 +30,7 @@ class SamplerConfig:
     sampler: str = "ddim"  # ddpm | ddim
     steps: int = 50  # DDIM steps (DDPM always takes all T)
     eta: float = 0.0  # DDIM noise: 0 deterministic, 1 = DDPM's variance
-    guidance: float = 3.0  # classifier-free guidance weight w
+    guidance: float = 1.0  # classifier-free guidance weight w
     clip: float | None = 1.0  # clip predicted x_0 to the data range [-1, 1]
 
 

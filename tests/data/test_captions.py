@@ -56,3 +56,8 @@ def test_parse_prompts():
     for bad in ("|", " ", "a seven||the digit 3"):
         with pytest.raises(UsageError, match="empty prompt"):
             captions.parse_prompts(bad)
+
+
+def test_caption_table_refuses_a_width_its_captions_do_not_fit():
+    with pytest.raises(UsageError, match="raise --max-prompt-bytes"):
+        captions.caption_table(DIGITS, 20)

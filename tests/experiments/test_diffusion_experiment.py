@@ -9,7 +9,7 @@ import pytest
 from experiments import diffusion
 from tests.experiments.workdir import exits_2, exits_2_untouched, snapshot
 
-TINY = ["--channels", "8", "--blocks", "1", "--heads", "2", "--text-layers", "1", "--text-width", "16",
+TINY = ["--channels", "8", "--levels", "1", "--blocks", "1", "--heads", "2", "--text-layers", "1", "--text-width", "16",
         "--batch-size", "16", "--timesteps", "50", "--sample-steps", "3", "--num-samples", "3",
         "--judge-epochs", "1", "--log-every", "2", "--lr-schedule", "constant", "--warmup-steps", "0"]
 RUN = [*TINY, "--steps", "4", "--eval-every", "2"]
@@ -59,6 +59,7 @@ def test_sample_only_draws_the_prompts_from_the_checkpoint(finished, tmp_path):
 @pytest.mark.parametrize("argv,match", [
     (["--image-size", "10", "--levels", "3"], "must be a multiple of 4"),
     (["--levels", "4"], "halves the image 3 times"),
+    (["--image-size", "8", "--levels", "3", "--max-prompt-bytes", "20"], "raise --max-prompt-bytes"),
     (["--prompt", "|"], "empty prompt"),
     (["--prompt", " "], "empty prompt"),
     (["--guidance", "-1"], "--guidance must be >= 0"),

@@ -38,37 +38,35 @@ def test_sizes_the_unet_cannot_halve_enough_are_refused(size, levels):
 
 
 @functools.lru_cache(maxsize=None)
-def _trained_looking():
-    """Params with the zero-initialised output convolutions randomised, so the output depends on everything."""
+def _model_and_params():
+    """A model, its initial params, and the params with the zero-initialised output convolutions
+    randomised (so the output depends on everything), with a jitted apply for inputs of batch 2."""
     model = _model()
-    params = model.init(jax.random.key(0), *example_inputs(8, 1, TEXT["max_len"]))
+    params = model.init(jax.random.key(0), *example_inputs(8, 1, TEXT["max_len"], batch=2))
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(1), len(leaves))
-    leaves = [jnp.where(x == 0, 0.1 * jax.random.normal(k, x.shape), x) for x, k in zip(leaves, keys)]
-    return model, jax.tree.unflatten(tree, leaves)
+    randomised = [jnp.where(x == 0, 0.1 * jax.random.normal(k, x.shape), x) for x, k in zip(leaves, keys)]
+    return model, params, jax.tree.unflatten(tree, randomised), jax.jit(model.apply)
+
+
+X = jax.random.normal(jax.random.key(2), (2, 8, 8, 1))
+T = jnp.array([10, 500])
+PROMPTS = jnp.array([[1, 5, 6, 0, 0, 0], [1, 7, 0, 0, 0, 0]])
+LENGTHS = jnp.array([3, 2])
 
 
 def test_untrained_unet_predicts_zero_noise():
-    model = _model()
-    inputs = example_inputs(8, 1, TEXT["max_len"], batch=2)
-    params = model.init(jax.random.key(0), *inputs)
-    x = jax.random.normal(jax.random.key(2), inputs[0].shape)
-    np.testing.assert_array_equal(model.apply(params, x, *inputs[1:]), 0.0)
+    _, params, _, apply = _model_and_params()
+    np.testing.assert_array_equal(apply(params, X, T, PROMPTS, LENGTHS), 0.0)
 
 
 def test_output_depends_on_the_prompt_and_time_but_not_on_padding():
-    model, params = _trained_looking()
-    x = jax.random.normal(jax.random.key(2), (2, 8, 8, 1))
-    t = jnp.array([10, 500])
-    a = jnp.array([[1, 5, 6, 0, 0, 0], [1, 7, 0, 0, 0, 0]])
-    lengths = jnp.array([3, 2])
-    apply = jax.jit(model.apply)
-    out = apply(params, x, t, a, lengths)
-    padded_differently = a.at[:, 4:].set(9)  # beyond each prompt's length
-    np.testing.assert_allclose(apply(params, x, t, padded_differently, lengths), out, atol=1e-6)
-    other_prompt = a.at[:, 1].set(3)
-    assert np.abs(apply(params, x, t, other_prompt, lengths) - out).max() > 1e-3
-    assert np.abs(apply(params, x, t[::-1], a, lengths) - out).max() > 1e-3
-    # each image depends on its own prompt only
-    out_first = apply(params, x[:1], t[:1], a[:1], lengths[:1])
-    np.testing.assert_allclose(out_first, out[:1], atol=1e-5)
+    _, _, params, apply = _model_and_params()
+    out = apply(params, X, T, PROMPTS, LENGTHS)
+    assert np.abs(out).max() > 1e-3
+    padded_differently = PROMPTS.at[:, 4:].set(9)  # beyond each prompt's length
+    np.testing.assert_allclose(apply(params, X, T, padded_differently, LENGTHS), out, atol=1e-6)
+    first_prompt_changed = apply(params, X, T, PROMPTS.at[0, 1].set(3), LENGTHS)
+    assert np.abs(first_prompt_changed[0] - out[0]).max() > 1e-3
+    np.testing.assert_allclose(first_prompt_changed[1], out[1], atol=1e-6)  # each image sees its own prompt only
+    assert np.abs(apply(params, X, T[::-1], PROMPTS, LENGTHS) - out).max() > 1e-3
