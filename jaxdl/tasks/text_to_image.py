@@ -66,7 +66,8 @@ class TextToImage:
         x0 = to_model_range(batch["image"])
         B = x0.shape[0]
         tokens, lengths = self.null_prompt(B)
-        return self.model.init({"params": rng}, x0, jnp.zeros((B,), jnp.int32), tokens, lengths)
+        # jitted: one compile of the whole init beats compiling each of its ops on its own (~2x)
+        return jax.jit(self.model.init)({"params": rng}, x0, jnp.zeros((B,), jnp.int32), tokens, lengths)
 
     def _prompts_for(self, labels_B: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
         """A random phrasing of each label; the null prompt with probability uncond_prob."""
