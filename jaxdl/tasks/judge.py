@@ -36,6 +36,7 @@ class Judge:
 
     def train(self, data: ImageDataset, workdir: str, epochs: int = 30, seed: int = 0) -> float:
         """Train (or, from `workdir`'s checkpoint, restore) on the real training split; the test accuracy."""
+        print(f"Judge: MyNet trained on the real training images ({workdir}; reused when it is there)")
         cfg = TrainConfig(epochs=epochs, seed=seed, workdir=workdir, log_every=50)
         train = {"image": data.train.images, "label": data.train.labels}
         test = {"image": data.test.images, "label": data.test.labels}
@@ -45,7 +46,8 @@ class Judge:
         result = fit(TrainState.create(params, optimizer, seed), make_train_step(self.classifier.loss, optimizer),
                      functools.partial(train_batches, train, cfg.batch_size, seed), spe,
                      lambda p: self.classifier.evaluate(p, eval_batches(test, 256)), cfg,
-                     best_metric="accuracy", best_mode="max", identity={"dataset": data.name, "judge": "MyNet"})
+                     best_metric="accuracy", best_mode="max", identity={"dataset": data.name, "judge": "MyNet"},
+                     length_flag="--judge-epochs")
         self.params = result.state.params
         return float(result.eval_metrics["accuracy"])
 

@@ -78,13 +78,16 @@ def _examples(batch: Any, many: bool) -> int:
 def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_per_epoch: int,
         evaluate: Evaluate, config: TrainConfig, *, best_metric: str = "loss", best_mode: str = "min",
         many: bool = False, identity: dict[str, Any] | None = None, total_steps: int | None = None,
-        eval_params: Callable[[TrainState], Any] = lambda state: state.params) -> FitResult:
+        eval_params: Callable[[TrainState], Any] = lambda state: state.params,
+        length_flag: str | None = None) -> FitResult:
     """Train to `config.epochs`, resuming from `config.workdir` if it holds a checkpoint.
 
     total_steps: train this many steps in all, evaluating every `steps_per_epoch` steps (the last
         round may be shorter); `train_batches(round, skip)` may then be endless.
 
     many: the state is stacked (`stack_states`) and batches carry a leading model axis.
+    length_flag: the flag that sets the run's length, named when a finished run is rerun (default
+        --epochs, or --steps with total_steps).
     eval_params: what `evaluate` is given, e.g. `lambda s: s.extras["ema"]` for an EMA of the params.
     identity: what must not change when a run is resumed (with seed, batch size and steps per
         epoch, kept in `run.json`), e.g. the dataset; a mismatch is a UsageError.
@@ -151,7 +154,8 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
         ckpt.save(state, {f"test/{k}": float(np.mean(v)) for k, v in scalars.items()})
         plots.curves(log.path, os.path.join(config.workdir, "curves.png"))
     if not eval_metrics:  # nothing left to train: evaluate what was restored
-        print(f"Already trained {step} of {total} steps; raise --{'steps' if by_steps else 'epochs'} to continue.")
+        flag = length_flag or ("--steps" if by_steps else "--epochs")
+        print(f"Already trained {step} of {total} steps; raise {flag} to continue.")
         eval_metrics = evaluate(eval_params(state))
     ckpt.close()
     step_s = train_s / timed_steps if timed_steps else 0.0
