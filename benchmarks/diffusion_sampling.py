@@ -14,6 +14,7 @@ at any weight: the conditional and null predictions share one batch.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -28,25 +29,29 @@ import jax  # noqa: E402
 
 from experiments import diffusion  # noqa: E402
 from jaxdl import cli  # noqa: E402
+from jaxdl.cli import field  # noqa: E402
 from jaxdl.data import captions  # noqa: E402
+from jaxdl.errors import UsageError  # noqa: E402
 from jaxdl.tasks.text_to_image import SamplerConfig  # noqa: E402
 from jaxdl.train.metrics import device_description  # noqa: E402
 from jaxdl.train.state import step_of  # noqa: E402
 
 
-def _pop_int(argv: list[str], flag: str, default: int) -> int:
-    if flag in argv:
-        i = argv.index(flag)
-        value = int(argv[i + 1])
-        del argv[i:i + 2]
-        return value
-    return default
+@dataclasses.dataclass
+class Config(diffusion.Config):
+    ddim_samples: int = field(50, "images per class prompt for the DDIM row")
+    ddpm_samples: int = field(5, "images per class prompt for the DDPM row (it takes all --timesteps steps)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("ddim_samples", "ddpm_samples"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    counts = {"ddim": _pop_int(argv, "--ddim-samples", 50), "ddpm": _pop_int(argv, "--ddpm-samples", 5)}
-    cfg = cli.parse(diffusion.Config, argv, __doc__)
+    cfg = cli.parse(Config, argv, __doc__)
+    counts = {"ddim": cfg.ddim_samples, "ddpm": cfg.ddpm_samples}
     run = diffusion.setup(cfg)
     state = diffusion.restore(run.state, cfg.workdir)
     tokens, lengths = captions.encode(run.class_prompts, cfg.max_prompt_bytes + 1)
