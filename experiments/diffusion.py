@@ -139,7 +139,7 @@ def restore(state: TrainState, workdir: str) -> TrainState:
         raise UsageError(f"--sample-only: {directory} does not exist: train first (drop --sample-only) or point "
                          "--workdir at a trained run")
     ckpt = Checkpoints(directory)
-    state = ckpt.restore_or(state)
+    state, _ = ckpt.restore_or(state)
     ckpt.close()
     if step_of(state) == 0:
         raise UsageError(f"--sample-only: no checkpoint in {directory}: train first (drop --sample-only)")

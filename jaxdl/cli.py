@@ -2,7 +2,7 @@
 
 Every config field becomes `--field-name VALUE` (or `--field_name=VALUE`); the
 value is parsed by the field's type, never executed. `run(main)` turns a
-`UsageError` into one line on stderr and exit status 2.
+`UsageError` into one line on stderr and exit status 2 (a `Diverged` run: exit status 3).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 import typing
 from typing import Any, Callable, Sequence, TypeVar
 
-from jaxdl.errors import UsageError
+from jaxdl.errors import Diverged, UsageError
 
 C = TypeVar("C")
 
@@ -82,9 +82,13 @@ def parse(config_cls: type[C], argv: Sequence[str] | None = None, description: s
 
 
 def run(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> None:
-    """Call `main(argv)`; a UsageError becomes `error: ...` on stderr and exit status 2."""
+    """Call `main(argv)`; a UsageError becomes `error: ...` on stderr and exit status 2, a Diverged
+    run exit status 3."""
     try:
         main(argv)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Diverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(3)

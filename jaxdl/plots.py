@@ -1,6 +1,7 @@
 """The pictures: training curves, confusion matrices, sample grids.
 
-Matplotlib with the Agg backend (no screen needed); imports nothing from jaxdl.
+Matplotlib with the Agg backend (no screen needed); of jaxdl it imports only `runtime.is_primary`:
+in a multi-process run, process 0 alone draws.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from jaxdl.runtime import is_primary  # noqa: E402
 
 
 def _epoch_series(events: list[dict], split: str, key: str, x_key: str = "epoch") -> tuple[list[int], list[float]]:
@@ -126,6 +129,9 @@ def sample_grid(images_PNHWC: np.ndarray, row_titles: list[str], out_png: str, m
 
 
 def _save(fig, out_png: str) -> None:
+    if not is_primary():
+        plt.close(fig)
+        return
     os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
     tmp = out_png + ".tmp.png"
     fig.savefig(tmp, dpi=110)

@@ -1,5 +1,6 @@
-"""Process-level XLA settings (applied by the experiment and benchmark scripts before jax is
-imported), and this device's measured matmul rate, the denominator of model FLOPs utilisation.
+"""Process-level settings: XLA flags (applied by the experiment and benchmark scripts before jax is
+imported), which process writes files (`is_primary`), and this device's measured matmul rate, the
+denominator of model FLOPs utilisation.
 
 On XLA:CPU, `--xla_cpu_experimental_ynn_fusion_type=dot` sends dots and the
 weight-gradient convolutions through the YNNPACK library instead of Eigen: the
@@ -37,6 +38,15 @@ def configure_xla() -> list[str]:
     if added:
         os.environ["XLA_FLAGS"] = " ".join([current, *added]).strip()
     return added
+
+
+def is_primary() -> bool:
+    """True in process 0 (or the only process): the one that prints and writes files."""
+    if "jax" not in sys.modules:
+        return True
+    import jax
+
+    return jax.process_index() == 0
 
 
 @functools.lru_cache(maxsize=None)

@@ -21,6 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from jaxdl.errors import UsageError
+from jaxdl.runtime import is_primary
 
 EMBEDDED = "shakespeare"
 TOKENIZERS = ("char", "byte")
@@ -85,6 +86,8 @@ def save_tokenizer(tokenizer: Tokenizer, workdir: str) -> None:
         if saved != tokenizer.to_json():
             raise UsageError(f"--workdir {workdir} was trained with another vocabulary ({path}): "
                              "use the same --dataset and --tokenizer, or a new --workdir")
+        return
+    if not is_primary():
         return
     os.makedirs(workdir, exist_ok=True)
     with open(path + ".tmp", "w") as f:

@@ -1,20 +1,33 @@
-"""Orbax checkpoints of the whole TrainState: keep the last K and the best.
+"""Orbax checkpoints of the whole TrainState plus the loop's place: keep the last K and the best.
 
-Restoring checks the saved shapes against the state the run builds, so a
-workdir made by a different model stops with a UsageError instead of loading
-garbage or crashing halfway.
+Each checkpoint holds two items: `state` (the TrainState, written by all
+processes together, each its own shards) and `loop` (JSON: the per-step train
+metrics of the unfinished round, so a resumed round logs what an uninterrupted
+one would). Orbax writes a checkpoint into a temporary directory and renames it
+when complete, so a process killed mid-save leaves nothing that is read back.
+
+Restoring:
+- onto the shardings of the state it is given, whatever mesh wrote it (8 devices
+  -> 1, 1 -> 4, data -> fsdp);
+- checks the saved shapes first, so a workdir made by a different model stops with
+  a UsageError instead of loading garbage;
+- a checkpoint that cannot be read (truncated, corrupt) is moved to
+  `checkpoints.damaged/` with a warning naming it, and the previous one is used.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxdl.errors import UsageError
+from jaxdl.runtime import is_primary
 from jaxdl.train.state import step_of
 
 
@@ -36,28 +49,49 @@ class Checkpoints:
             preservation_policy=policies.AnyPreservationPolicy(keep_policies),
             best_fn=(lambda m: m[best_metric]) if best_metric else None, best_mode=best_mode,
             enable_async_checkpointing=False, create=True)
-        self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                            item_handlers=ocp.StandardCheckpointHandler())
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers={
+            "state": ocp.StandardCheckpointHandler(), "loop": ocp.JsonCheckpointHandler()})
 
-    def restore_or(self, state: Any) -> Any:
-        """The latest checkpoint restored into `state`'s structure, or `state` if there is none."""
-        step = self.manager.latest_step()
-        if step is None:
-            return state
-        self._check_shapes(step, state)
+    def restore_or(self, state: Any) -> tuple[Any, dict]:
+        """(state, loop) from the newest readable checkpoint, onto `state`'s shardings; or (`state`, {})."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-        try:
-            return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
-        except Exception as e:
-            raise UsageError(f"checkpoint {self.directory}/{step} cannot be read ({type(e).__name__}): "
-                             "delete it or use a new --workdir") from None
+        unreadable: list[tuple[int, Exception]] = []
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                saved = self.manager.item_metadata(step)["state"]
+            except Exception as e:
+                unreadable.append((step, e))
+                continue
+            self._check_shapes(saved, state)
+            try:
+                restored = self.manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract), loop=ocp.args.JsonRestore()))
+            except Exception as e:
+                unreadable.append((step, e))
+                continue
+            self._set_aside(unreadable, step)
+            return restored["state"], dict(restored["loop"] or {})
+        if unreadable:  # nothing to fall back to: leave them where they are
+            step, e = unreadable[0]
+            raise UsageError(f"checkpoint {self.directory}/{step} cannot be read ({type(e).__name__}) and there is "
+                             "no earlier one: delete it or use a new --workdir")
+        return state, {}
 
-    def _check_shapes(self, step: int, state: Any) -> None:
-        try:
-            saved = self.manager.item_metadata(step)
-        except Exception as e:
-            raise UsageError(f"checkpoint {self.directory}/{step} cannot be read ({type(e).__name__}): "
-                             "delete it or use a new --workdir") from None
+    def _set_aside(self, unreadable: list[tuple[int, Exception]], good: int) -> None:
+        """Move unreadable checkpoints newer than `good` out of the way (kept for inspection), saying so."""
+        damaged = epath.Path(self.directory).parent / "checkpoints.damaged"
+        for step, error in unreadable:
+            print(f"warning: checkpoint {self.directory}/{step} cannot be read ({type(error).__name__}): moved to "
+                  f"{damaged}/{step}; resuming from step {good}", file=sys.stderr, flush=True)
+            if is_primary():
+                damaged.mkdir(parents=True, exist_ok=True)
+                (epath.Path(self.directory) / str(step)).rename(damaged / str(step))
+        if unreadable:
+            if jax.process_count() > 1:
+                ocp.multihost.sync_global_processes(f"jaxdl_set_aside_{good}")
+            self.manager.reload()
+
+    def _check_shapes(self, saved: Any, state: Any) -> None:
         saved_shapes = {_path(p): tuple(getattr(m, "shape", ()) or ()) for p, m in jax.tree_util.tree_leaves_with_path(saved)}
         want_shapes = {_path(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(state)}
         for path, shape in want_shapes.items():
@@ -66,11 +100,13 @@ class Checkpoints:
                 raise UsageError(f"--workdir {os.path.dirname(self.directory)} holds a checkpoint of a different model or "
                                  f"optimizer ({path}: saved {got}, this run {shape}): use a new --workdir or the same config")
 
-    def save(self, state: Any, metrics: dict[str, float] | None = None) -> None:
+    def save(self, state: Any, loop: dict | None = None, metrics: dict[str, float] | None = None) -> None:
         step = step_of(state)
         if step in self.manager.all_steps():
             return
-        self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
+        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                        loop=ocp.args.JsonSave(loop or {})),
+                          metrics=metrics, force=True)
 
     def close(self) -> None:
         self.manager.wait_until_finished()

@@ -1,4 +1,9 @@
-"""The engine's config fields; every experiment's config extends this one."""
+"""The engine's config fields; every experiment's config extends this one.
+
+Building a config joins the multi-process runtime when its flags (or a detected
+TPU pod / SLURM / MPI job) ask for it, so that happens before anything touches
+a device, in every experiment alike.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import dataclasses
 
 from jaxdl.cli import field
 from jaxdl.errors import UsageError
+from jaxdl.train import distributed
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine")
@@ -27,12 +33,20 @@ class TrainConfig:
     checkpoint_every: int = field(0, "also checkpoint every N steps (0 = only at epoch ends)")
     keep_checkpoints: int = field(3, "keep the last K checkpoints (plus the best)")
     log_every: int = field(10, "refresh the progress bar's loss/accuracy every N steps")
+    mesh: str = field("", "device mesh data=N,fsdp=M (params sharded on fsdp); default: all devices on data")
+    coordinator: str = field("", "multi-process: HOST:PORT of process 0 (auto-detected on TPU pods, SLURM, MPI)")
+    num_processes: int = field(0, "multi-process: how many processes in all (with --coordinator)")
+    process_id: int = field(-1, "multi-process: this process's index, 0..N-1 (with --coordinator)")
+    max_bad_steps: int = field(5, "stop (exit 3) after this many non-finite steps in a row; each is skipped")
+    dp_clip: float = field(0.0, "differentially-private step: clip each example's gradient to this norm; 0 = off")
+    dp_noise: float = field(0.0, "differentially-private step: Gaussian noise std, in units of --dp-clip")
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "keep_checkpoints", "log_every"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "weight_decay", "warmup_steps", "clip_norm", "checkpoint_every", "momentum"):
+        for name in ("lr", "weight_decay", "warmup_steps", "clip_norm", "checkpoint_every", "momentum",
+                     "max_bad_steps", "dp_clip", "dp_noise"):
             if not getattr(self, name) >= 0:  # also refuses NaN
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.optimizer not in OPTIMIZERS:
@@ -40,6 +54,9 @@ class TrainConfig:
         flag, value = self.lr_schedule_flag()
         if value not in SCHEDULES:
             raise UsageError(f"unknown {flag} {value!r}: use one of {', '.join(SCHEDULES)}")
+        if self.dp_noise and not self.dp_clip:
+            raise UsageError("--dp-noise needs --dp-clip (the noise is in units of the clip norm)")
+        distributed.initialize(self.coordinator, self.num_processes, self.process_id)
 
     def lr_schedule_flag(self) -> tuple[str, str]:
         """(flag, value) of the learning-rate schedule; a config whose --schedule means something else moves it."""

@@ -3,9 +3,16 @@
 Rounds of jitted steps with a tqdm bar, the per-round line, evaluation,
 metrics.jsonl, curves.png, checkpoints (every round, every N steps, last K and
 the best) and exact resume: rerunning with the same workdir restores the latest
-checkpoint and skips the batches already seen in its round. A round is an epoch
+checkpoint, skips the batches already seen in its round and drops the log lines
+written after it, so a run killed at any moment and started again ends with the
+parameters and metrics of one never interrupted. A round is an epoch
 (`config.epochs` of them), or, given `total_steps`, a fixed number of steps
 between evaluations (for data without epochs, such as random text windows).
+
+The step runs on `config.mesh` (parallel.py): the state sharded by the FSDP
+rule, each batch split over the devices, jitted with those in/out shardings.
+SIGTERM/SIGINT save and exit 0 (preemption.py); a run whose steps stay
+non-finite `config.max_bad_steps` times in a row raises Diverged.
 """
 
 from __future__ import annotations
@@ -22,11 +29,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxdl import plots
-from jaxdl.errors import UsageError
+from jaxdl.errors import Diverged, UsageError
+from jaxdl.runtime import is_primary
+from jaxdl.train import parallel
 from jaxdl.train.checkpoint import Checkpoints
 from jaxdl.train.config import TrainConfig
 from jaxdl.train.metrics import MetricsLog, format_metrics
+from jaxdl.train.per_example import private_grad_fn
+from jaxdl.train.preemption import StopRequests
 from jaxdl.train.state import TrainState, step_of
+from jaxdl.train.step import TrainStep
 
 Batches = Callable[[int, int], Iterable[Any]]  # (epoch, batches to skip) -> batches
 # params -> metrics: scalars (or, training N models, arrays of shape (N,)); anything else under "outputs"
@@ -48,10 +60,14 @@ def _metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: (float(v) if np.ndim(v) == 0 else np.asarray(v, np.float64)) for k, v in metrics.items() if k != "outputs"}
 
 
-def _mean_metrics(ms: list[dict[str, jax.Array]]) -> dict[str, Any]:
-    """Mean over the epoch's steps (per model when training many)."""
-    host = jax.device_get(ms)
-    return _metrics({k: np.mean(np.stack([m[k] for m in host]), axis=0) for k in host[0]}) if host else {}
+def _host_metrics(ms: list[dict[str, jax.Array]]) -> list[dict[str, Any]]:
+    """Per-step metrics as JSON-able floats (per-model lists when training many): exact for float32."""
+    return [{k: np.asarray(v, np.float64).tolist() for k, v in m.items() if k != "outputs"} for m in jax.device_get(ms)]
+
+
+def _mean_metrics(host: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean over the round's steps (per model when training many), in float64."""
+    return _metrics({k: np.mean(np.asarray([m[k] for m in host], np.float64), axis=0) for k in host[0]}) if host else {}
 
 
 def check_identity(workdir: str, identity: dict[str, Any], resuming: bool) -> None:
@@ -64,7 +80,7 @@ def check_identity(workdir: str, identity: dict[str, Any], resuming: bool) -> No
             if key in saved and saved[key] != value:
                 raise UsageError(f"--workdir {workdir} was trained with {key} = {saved[key]!r}, this run has "
                                  f"{value!r}: use the same setting or a new --workdir")
-    elif not resuming:
+    elif not resuming and is_primary():
         os.makedirs(workdir, exist_ok=True)
         with open(path, "w") as f:
             json.dump(identity, f, indent=2)
@@ -73,6 +89,30 @@ def check_identity(workdir: str, identity: dict[str, Any], resuming: bool) -> No
 def _examples(batch: Any, many: bool) -> int:
     shape = jax.tree.leaves(batch)[0].shape
     return int(shape[0] * shape[1]) if many else int(shape[0])
+
+
+def compile_step(train_step: Callable, state: TrainState, config: TrainConfig, many: bool
+                 ) -> tuple[Callable, TrainState, Callable[[Any], Any]]:
+    """(step jitted for config.mesh, state placed on it, batch -> global array) for this run.
+
+    A `TrainStep` gets the run's options (stop after max_bad_steps, the private gradient) and the
+    mesh's in/out shardings; any other callable is used as given, on the same placed inputs.
+    """
+    mesh = parallel.make_mesh(config.mesh)
+    parallel.check_batch(config.batch_size, mesh)
+    shardings = parallel.state_shardings(state, mesh)
+    batch_sharding = parallel.batch_sharding(mesh, many)
+    if isinstance(train_step, TrainStep):
+        options: dict[str, Any] = {"max_bad_steps": config.max_bad_steps}
+        if config.dp_clip:
+            if train_step.grad_fn is not None:
+                raise UsageError("--dp-clip needs gradients by jax.grad; this run computes its own (e.g. --backprop manual)")
+            options["grad_fn"] = private_grad_fn(train_step.loss_fn, config.dp_clip, config.dp_noise)
+        train_step = train_step.replace(**options).jit_for(shardings, batch_sharding, parallel.replicated(mesh))
+    elif config.dp_clip:
+        raise UsageError("--dp-clip needs the engine's make_train_step")
+    to_global = lambda batch: parallel.global_batch(batch, config.batch_size, batch_sharding, many)
+    return train_step, parallel.place(state, shardings), to_global
 
 
 def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_per_epoch: int,
@@ -88,7 +128,8 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
     many: the state is stacked (`stack_states`) and batches carry a leading model axis.
     length_flag: the flag that sets the run's length, named when a finished run is rerun (default
         --epochs, or --steps with total_steps).
-    eval_params: what `evaluate` is given, e.g. `lambda s: s.extras["ema"]` for an EMA of the params.
+    eval_params: what `evaluate` is given, e.g. `lambda s: s.extras["ema"]` for an EMA of the params;
+        `evaluate` and the returned state see a copy on this process's first device.
     identity: what must not change when a run is resumed (with seed, batch size and steps per
         epoch, kept in `run.json`), e.g. the dataset; a mismatch is a UsageError.
     """
@@ -97,70 +138,97 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
     identity = {"seed": config.seed, "batch_size": config.batch_size, **(identity or {})}
     if not by_steps:  # epochs: the data order depends on the epoch length
         identity["steps_per_epoch"] = steps_per_epoch
+    train_step, state, to_global = compile_step(train_step, state, config, many)
     ckpt = Checkpoints(os.path.join(config.workdir, "checkpoints"), config.keep_checkpoints,
                        f"test/{best_metric}", best_mode)
-    state = ckpt.restore_or(state)  # raises UsageError before anything is written
-    check_identity(config.workdir, identity, resuming=step_of(state) > 0)
-    log = MetricsLog(config.workdir)
+    state, loop = ckpt.restore_or(state)  # raises UsageError before anything is written
     step = step_of(state)
+    check_identity(config.workdir, identity, resuming=step > 0)
+    log = MetricsLog(config.workdir)
+    log.drop_after(step)  # lines a killed run wrote after its last checkpoint: they are about to be redone
     total = total_steps if by_steps else config.epochs * steps_per_epoch
     rounds = -(-total // steps_per_epoch)
     name = "Round" if by_steps else "Epoch"
     if step:
         print(f"Resuming from step {step} ({config.workdir}/checkpoints)")
     first_call_s, compile_s, train_s, examples, timed_steps, eval_metrics = None, None, 0.0, 0, 0, {}
-    for epoch in range(step // steps_per_epoch, rounds):
-        skip = step - epoch * steps_per_epoch
-        in_round = min(steps_per_epoch, total - epoch * steps_per_epoch)
-        batches = itertools.islice(train_batches(epoch, skip), in_round - skip)
-        bar = tqdm(total=in_round, initial=skip, desc=f"{name} {epoch + 1}/{rounds}",
-                   unit="step", dynamic_ncols=True)
-        ms: list[dict[str, jax.Array]] = []
-        for batch in batches:
-            if first_call_s is None:  # the first call compiles: timed apart from the steady state
-                tc = time.perf_counter()
-                state, m = train_step(state, batch)
-                jax.block_until_ready(m)
-                first_call_s = time.perf_counter() - tc
-                te = time.perf_counter()
-            else:
-                if not ms:
+
+    def check_finite() -> None:
+        if config.max_bad_steps and int(np.max(jax.device_get(state.bad_streak))) >= config.max_bad_steps:
+            ckpt.close()
+            raise Diverged(f"the loss or gradients were not finite for {config.max_bad_steps} steps in a row "
+                           f"(by step {step}); those updates were skipped and the checkpoints in "
+                           f"{config.workdir}/checkpoints are intact: lower --lr, add --clip-norm or check the data")
+
+    with StopRequests() as stop:
+        for epoch in range(step // steps_per_epoch, rounds):
+            skip = step - epoch * steps_per_epoch
+            in_round = min(steps_per_epoch, total - epoch * steps_per_epoch)
+            batches = itertools.islice(train_batches(epoch, skip), in_round - skip)
+            bar = tqdm(total=in_round, initial=skip, desc=f"{name} {epoch + 1}/{rounds}",
+                       unit="step", dynamic_ncols=True, disable=not is_primary())
+            done = list(loop.get("metrics", [])) if loop.get("round") == epoch else []  # from before a resume
+            ms: list[dict[str, jax.Array]] = []
+            for batch in batches:
+                batch = to_global(batch)
+                if first_call_s is None:  # the first call compiles: timed apart from the steady state
+                    tc = time.perf_counter()
+                    state, m = train_step(state, batch)
+                    jax.block_until_ready(m)
+                    first_call_s = time.perf_counter() - tc
                     te = time.perf_counter()
-                state, m = train_step(state, batch)
-                examples += _examples(batch, many)
-                timed_steps += 1
-            ms.append(m)
-            step += 1
-            bar.update(1)
-            if len(ms) % config.log_every == 0:
-                bar.set_postfix_str(format_metrics(jax.device_get(m)))
-            # an epoch's last step is saved after evaluation, with its metrics
-            if config.checkpoint_every and step % config.checkpoint_every == 0 and len(ms) < in_round - skip:
-                ckpt.save(state)
-        jax.block_until_ready(state)
-        train_s += time.perf_counter() - te if ms else 0.0
-        bar.close()
-        train_metrics = _mean_metrics(ms)
-        tag = f"[Step {step}]" if by_steps else f"[Epoch {epoch + 1}]"
-        where = {"step": step} if by_steps else {"step": step, "epoch": epoch + 1}
-        print(f"{tag} {format_metrics(train_metrics)}", flush=True)
-        log.write(**where, split="train", **train_metrics)
-        eval_metrics = evaluate(eval_params(state))
-        scalars = _metrics(eval_metrics)
-        if best_metric not in scalars:
-            raise ValueError(f"evaluate returned {sorted(scalars)}, not {best_metric!r}: pass fit(best_metric=...)")
-        print(f"{tag} {format_metrics(scalars, 'test ')}", flush=True)
-        log.write(**where, split="test", **scalars)
-        ckpt.save(state, {f"test/{k}": float(np.mean(v)) for k, v in scalars.items()})
-        plots.curves(log.path, os.path.join(config.workdir, "curves.png"))
+                else:
+                    if not ms:
+                        te = time.perf_counter()
+                    state, m = train_step(state, batch)
+                    examples += _examples(batch, many)
+                    timed_steps += 1
+                ms.append(m)
+                step += 1
+                bar.update(1)
+                if len(ms) % config.log_every == 0:
+                    bar.set_postfix_str(format_metrics(jax.device_get(m)))
+                    check_finite()
+                signal_name = stop.requested(step)
+                # an epoch's last step is saved after evaluation, with its metrics
+                if signal_name or (config.checkpoint_every and step % config.checkpoint_every == 0
+                                   and len(ms) < in_round - skip):
+                    check_finite()
+                    ckpt.save(state, {"round": epoch, "metrics": done + _host_metrics(ms)})
+                if signal_name:
+                    ckpt.close()
+                    bar.close()
+                    print(f"{signal_name}: saved step {step} to {config.workdir}/checkpoints; run the same "
+                          "command again to resume.", flush=True)
+                    raise SystemExit(0)
+            jax.block_until_ready(state)
+            train_s += time.perf_counter() - te if ms else 0.0
+            bar.close()
+            check_finite()
+            train_metrics = _mean_metrics(done + _host_metrics(ms))
+            skipped = int(np.max(jax.device_get(state.skipped)))
+            if skipped:
+                train_metrics["skipped_steps"] = skipped
+            tag = f"[Step {step}]" if by_steps else f"[Epoch {epoch + 1}]"
+            where = {"step": step} if by_steps else {"step": step, "epoch": epoch + 1}
+            print(f"{tag} {format_metrics(train_metrics)}", flush=True)
+            log.write(**where, split="train", **train_metrics)
+            eval_metrics = evaluate(parallel.to_local(eval_params(state)))
+            scalars = _metrics(eval_metrics)
+            if best_metric not in scalars:
+                raise ValueError(f"evaluate returned {sorted(scalars)}, not {best_metric!r}: pass fit(best_metric=...)")
+            print(f"{tag} {format_metrics(scalars, 'test ')}", flush=True)
+            log.write(**where, split="test", **scalars)
+            ckpt.save(state, {}, {f"test/{k}": float(np.mean(v)) for k, v in scalars.items()})
+            plots.curves(log.path, os.path.join(config.workdir, "curves.png"))
     if not eval_metrics:  # nothing left to train: evaluate what was restored
         flag = length_flag or ("--steps" if by_steps else "--epochs")
         print(f"Already trained {step} of {total} steps; raise {flag} to continue.")
-        eval_metrics = evaluate(eval_params(state))
+        eval_metrics = evaluate(parallel.to_local(eval_params(state)))
     ckpt.close()
     step_s = train_s / timed_steps if timed_steps else 0.0
     if first_call_s is not None:
         compile_s = max(first_call_s - step_s, 0.0)  # the first call less one steady-state step
-    return FitResult(state=state, eval_metrics=eval_metrics, steps=step, compile_seconds=compile_s,
+    return FitResult(state=parallel.to_local(state), eval_metrics=eval_metrics, steps=step, compile_seconds=compile_s,
                      train_examples_per_sec=examples / train_s if train_s and examples else None,
                      wall_seconds=time.perf_counter() - t0)

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxdl.runtime import is_primary
+
 
 def _plain(v: Any) -> Any:
     if isinstance(v, (np.generic, np.ndarray)):
@@ -20,9 +22,32 @@ class MetricsLog:
         os.makedirs(workdir, exist_ok=True)
         self.path = os.path.join(workdir, "metrics.jsonl")
 
+    def drop_after(self, step: int) -> None:
+        """Forget the events past `step` (written by a run that died before its next checkpoint),
+        and a last line cut short by a kill."""
+        if not is_primary() or not os.path.exists(self.path):
+            return
+        with open(self.path) as f:
+            lines = f.readlines()
+        kept = [line for line in lines if _parses(line) and json.loads(line).get("step", 0) <= step]
+        if len(kept) < len(lines):
+            tmp = self.path + ".tmp"
+            with open(tmp, "w") as f:
+                f.writelines(kept)
+            os.replace(tmp, self.path)
+
     def write(self, **event: Any) -> None:
+        if not is_primary():
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps({k: _plain(v) for k, v in event.items()}) + "\n")
+
+
+def _parses(line: str) -> bool:
+    try:
+        return line.endswith("\n") and isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
 
 
 def read_events(path: str) -> list[dict]:
@@ -39,6 +64,8 @@ def write_summary(workdir: str, summary: dict[str, Any]) -> str:
     rerun and trains nothing) keeps the value an earlier invocation wrote.
     """
     path = os.path.join(workdir, "summary.json")
+    if not is_primary():
+        return path
     if os.path.exists(path):
         with open(path) as f:
             earlier = json.load(f)

@@ -17,6 +17,8 @@ class TrainState(struct.PyTreeNode):
     opt_state: Any
     rng: jax.Array  # uint32[2] key data of the run's seed; step keys are fold_in(rng, step)
     extras: dict = struct.field(default_factory=dict)  # e.g. EMA params
+    skipped: jax.Array = struct.field(default_factory=lambda: jnp.zeros((), jnp.int32))  # updates skipped: non-finite
+    bad_streak: jax.Array = struct.field(default_factory=lambda: jnp.zeros((), jnp.int32))  # ... of them in a row
 
     @classmethod
     def create(cls, params: Any, optimizer: optax.GradientTransformation, seed: int,

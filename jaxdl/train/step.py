@@ -2,10 +2,18 @@
 
     loss_fn(params, batch, rng) -> (scalar loss, {name: scalar metric})
     train_step(state, batch) -> (state, metrics)      # state donated
+
+A step whose loss or gradient is not finite leaves params, optimizer state and
+EMA as they were (the step counter still advances, so the data order and keys
+stay those of an uninterrupted run) and counts itself in `state.skipped`.
+After `max_bad_steps` such steps in a row it stops updating for good; `fit`
+sees `state.bad_streak` and ends the run.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
@@ -28,8 +36,66 @@ def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
     return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
 
 
+def all_finite(tree: Any) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)] or [jnp.array(True)]))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainStep:
+    """`train_step(state, batch)`, jitted with the state donated; `fit` recompiles it for its mesh
+    (`jit_for`) and may swap the gradient (`with_grad_fn`, for the differentially-private step)."""
+
+    loss_fn: LossFn
+    optimizer: optax.GradientTransformation
+    grad_fn: GradFn | None = None  # None: jax.grad(loss_fn)
+    many: bool = False
+    ema_decay: float | None = None
+    max_bad_steps: int = 0  # 0: never stop updating, however many non-finite steps in a row
+
+    def pure(self, state: TrainState, batch: Any) -> tuple[TrainState, dict[str, jax.Array]]:
+        """The step as a pure function (vmapped over models when `many`)."""
+        return (jax.vmap(self._one) if self.many else self._one)(state, batch)
+
+    def _one(self, state: TrainState, batch: Any) -> tuple[TrainState, dict[str, jax.Array]]:
+        grad_fn = self.grad_fn or jax.grad(self.loss_fn, has_aux=True)
+        grads, metrics = grad_fn(state.params, batch, state.step_key())
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        extras = state.extras
+        if self.ema_decay is not None:
+            rate = 1.0 - ema_decay_at(state.step, self.ema_decay)
+            extras = {**extras, "ema": optax.incremental_update(params, extras["ema"], rate)}
+        finite = all_finite(grads) & all_finite(metrics.get("loss", 0.0))
+        stopped = (state.bad_streak >= self.max_bad_steps) if self.max_bad_steps else jnp.array(False)
+        ok = finite & ~stopped
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+        return state.replace(
+            step=state.step + 1, params=keep(params, state.params), opt_state=keep(opt_state, state.opt_state),
+            extras=keep(extras, state.extras), skipped=state.skipped + (~ok).astype(jnp.int32),
+            bad_streak=jnp.where(ok, 0, state.bad_streak + 1)), metrics
+
+    @functools.cached_property
+    def _jitted(self) -> Callable:
+        return jax.jit(self.pure, donate_argnums=0)
+
+    def __call__(self, state: TrainState, batch: Any) -> tuple[TrainState, dict[str, jax.Array]]:
+        return self._jitted(state, batch)
+
+    def lower(self, state: TrainState, batch: Any):
+        return self._jitted.lower(state, batch)
+
+    def jit_for(self, state_shardings: Any, batch_sharding: Any, metrics_sharding: Any) -> Callable:
+        """The step jitted with these in/out shardings, the state donated (its buffers reused in place)."""
+        return jax.jit(self.pure, in_shardings=(state_shardings, batch_sharding),
+                       out_shardings=(state_shardings, metrics_sharding), donate_argnums=0)
+
+    def replace(self, **changes: Any) -> "TrainStep":
+        return dataclasses.replace(self, **changes)
+
+
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *, grad_fn: GradFn | None = None,
-                    many: bool = False, jit: bool = True, ema_decay: float | None = None):
+                    many: bool = False, jit: bool = True, ema_decay: float | None = None,
+                    max_bad_steps: int = 0) -> TrainStep | Callable:
     """One optimizer step; the step's key is fold_in(seed key, step), so resumes are exact.
 
     grad_fn: (params, batch, rng) -> (grads, metrics); default `jax.grad(loss_fn, has_aux=True)`.
@@ -38,18 +104,8 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
         (create the state with `extras=ema_extras(params)`), decay `ema_decay_at(step, ema_decay)`.
     many: train N models at once: `jax.vmap` over a stacked state (`stack_states`) and a batch
         with a leading model axis; metrics come back per model. One compile for any N.
+    max_bad_steps: after this many non-finite steps in a row, stop updating (`fit` sets it).
+    jit: False gives the pure function, for callers that jit or vmap it themselves.
     """
-    grad_fn = grad_fn or jax.grad(loss_fn, has_aux=True)
-
-    def train_step(state: TrainState, batch: Any) -> tuple[TrainState, dict[str, jax.Array]]:
-        grads, metrics = grad_fn(state.params, batch, state.step_key())
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        extras = state.extras
-        if ema_decay is not None:
-            rate = 1.0 - ema_decay_at(state.step, ema_decay)
-            extras = {**extras, "ema": optax.incremental_update(params, extras["ema"], rate)}
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state, extras=extras), metrics
-
-    step = jax.vmap(train_step) if many else train_step
-    return jax.jit(step, donate_argnums=0) if jit else step
+    step = TrainStep(loss_fn, optimizer, grad_fn, many, ema_decay, max_bad_steps)
+    return step if jit else step.pure

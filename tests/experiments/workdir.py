@@ -12,7 +12,7 @@ from jaxdl import cli
 def latest_params(workdir):
     ckpt = os.path.join(workdir, "checkpoints")
     step = max(int(s) for s in os.listdir(ckpt) if s.isdigit())
-    return ocp.StandardCheckpointer().restore(os.path.join(ckpt, str(step), "default"))["params"]
+    return ocp.StandardCheckpointer().restore(os.path.join(ckpt, str(step), "state"))["params"]
 
 
 def snapshot(root):

@@ -101,11 +101,12 @@ def test_finished_run_is_not_retrained(tmp_path, capsys):
     assert "raise --epochs to continue" in capsys.readouterr().out
 
 
-def test_corrupt_checkpoint_is_a_usage_error(tmp_path):
+def test_corrupt_only_checkpoint_is_a_usage_error(tmp_path):
     _run(tmp_path, 1)
-    (tmp_path / "checkpoints" / "6" / "default" / "_METADATA").write_text("{not json")
-    with pytest.raises(UsageError, match="cannot be read"):
+    (tmp_path / "checkpoints" / "6" / "state" / "_METADATA").write_text("{not json")
+    with pytest.raises(UsageError, match="cannot be read .* no earlier one"):
         _run(tmp_path, 2)
+    assert _kept(tmp_path) == [6]  # left in place
 
 
 def _kept(workdir):

@@ -1,0 +1,139 @@
+"""Meshes and shardings: data parallel on `data`, fully-sharded data parallel (FSDP) on `fsdp`.
+
+`--mesh data=N,fsdp=M` lays the devices of every process out as an N x M
+`jax.make_mesh`. Each training batch is split over all N*M devices (FSDP is
+data parallel too); `--batch-size` is the global batch, so each device gets
+batch/(N*M) examples. Params, optimizer state and EMA follow one logical-axis
+rule: an array of at least `FSDP_MIN_SIZE` elements is split on `fsdp` along
+its largest dimension that M divides; everything else is replicated. XLA
+inserts the all-gathers and reduce-scatters this implies.
+
+With several processes (`jax.distributed`), every process builds the same
+global arrays from its own share of each batch
+(`jax.make_array_from_process_local_data`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+from jaxdl.errors import UsageError
+
+AXES = ("data", "fsdp")
+FSDP_MIN_SIZE = 2 ** 12  # smaller arrays (biases, norms, counters) stay whole on every device
+
+
+def parse_mesh(spec: str, device_count: int, processes: int = 1) -> dict[str, int]:
+    """`data=4,fsdp=2` -> {"data": 4, "fsdp": 2}; an axis left out has size 1; "" puts all devices on data.
+
+    One process may use fewer devices than it has (the first ones); several processes use them all.
+    """
+    sizes: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, eq, value = part.partition("=")
+        if name not in AXES or not eq or not value.isdigit() or int(value) < 1 or name in sizes:
+            raise UsageError(f"--mesh {spec!r}: write data=N,fsdp=M with positive sizes (axes: {', '.join(AXES)})")
+        sizes[name] = int(value)
+    sizes = {a: sizes.get(a, 1) for a in AXES} if sizes else {"data": device_count, "fsdp": 1}
+    need = sizes["data"] * sizes["fsdp"]
+    if need > device_count or (need < device_count and processes > 1):
+        raise UsageError(f"--mesh {spec!r} needs {need} devices, this run has {device_count}"
+                         f"{f' in {processes} processes' if processes > 1 else ''}: make data x fsdp = {device_count}")
+    return sizes
+
+
+def make_mesh(spec: str = "") -> Mesh:
+    """The devices (of all processes) as a data x fsdp mesh; default: all on `data`."""
+    sizes = parse_mesh(spec, jax.device_count(), jax.process_count())
+    shape = (sizes["data"], sizes["fsdp"])
+    return jax.make_mesh(shape, AXES, axis_types=(AxisType.Auto,) * len(AXES),
+                         devices=jax.devices()[:shape[0] * shape[1]])
+
+
+def describe(mesh: Mesh) -> str:
+    return ",".join(f"{a}={n}" for a, n in mesh.shape.items())
+
+
+def param_spec(shape: tuple[int, ...], fsdp: int) -> P:
+    """The logical-axis rule: split the largest dimension that `fsdp` divides, if the array is big enough."""
+    if fsdp == 1 or int(np.prod(shape)) < FSDP_MIN_SIZE:
+        return P()
+    for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
+        if shape[dim] % fsdp == 0:
+            return P(*(("fsdp" if d == dim else None) for d in range(len(shape))))
+    return P()
+
+
+def state_shardings(state: Any, mesh: Mesh) -> Any:
+    """A NamedSharding for every leaf of the train state (params, optimizer state, EMA, counters)."""
+    return jax.tree.map(lambda x: NamedSharding(mesh, param_spec(np.shape(x), mesh.shape["fsdp"])), state)
+
+
+def batch_sharding(mesh: Mesh, many: bool = False) -> NamedSharding:
+    """Examples split over every device (axis 1 when a leading axis stacks models)."""
+    return NamedSharding(mesh, P(None, AXES) if many else P(AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def check_batch(batch_size: int, mesh: Mesh) -> None:
+    devices, processes = mesh.size, jax.process_count()
+    if batch_size % devices:
+        raise UsageError(f"--batch-size {batch_size} does not split over the {devices} devices of --mesh "
+                         f"{describe(mesh)}: use a multiple of {devices}")
+    if batch_size % processes:
+        raise UsageError(f"--batch-size {batch_size} does not split over {processes} processes")
+
+
+def place(tree: Any, shardings: Any) -> Any:
+    """Host or single-device arrays (the same values on every process) -> global arrays with these shardings."""
+    def one(x, sharding):
+        if isinstance(x, jax.Array) and x.sharding == sharding:
+            return x
+        host = np.asarray(jax.device_get(x))
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+    return jax.tree.map(one, tree, shardings)
+
+
+def to_local(tree: Any) -> Any:
+    """A copy of (possibly sharded, possibly multi-process) arrays on this process's first device:
+    what evaluation, sampling and plotting use, free of collectives."""
+    def one(x):
+        if not isinstance(x, jax.Array):
+            return x
+        if not x.is_fully_addressable:  # spans other processes: gather to every device first
+            x = jax.jit(lambda a: a, out_shardings=NamedSharding(x.sharding.mesh, P()))(x)
+            x = np.asarray(x.addressable_data(0))
+        return jax.device_put(x, jax.local_devices()[0])
+    return jax.tree.map(one, tree)
+
+
+def local_rows(batch_size: int) -> slice:
+    """This process's rows of a global batch of `batch_size` (contiguous, in process order)."""
+    share = batch_size // jax.process_count()
+    return slice(jax.process_index() * share, (jax.process_index() + 1) * share)
+
+
+def global_batch(batch: Any, batch_size: int, sharding: NamedSharding, many: bool = False) -> Any:
+    """A numpy batch -> global arrays split over the mesh. The batch is either the whole global batch
+    (every process slices its share) or already this process's share (`local_rows`)."""
+    axis = 1 if many else 0
+    processes = jax.process_count()
+
+    def one(x):
+        x = np.asarray(x)
+        n = x.shape[axis]
+        if n == batch_size and processes > 1:
+            x = x[(slice(None),) * axis + (local_rows(batch_size),)]
+        elif n * processes != batch_size:
+            raise ValueError(f"a batch has {n} examples on axis {axis}; the engine expects --batch-size "
+                             f"{batch_size} (or {batch_size // processes} per process)")
+        shape = x.shape[:axis] + (batch_size,) + x.shape[axis + 1:]
+        return jax.make_array_from_process_local_data(sharding, x, shape)
+    return jax.tree.map(one, batch)
