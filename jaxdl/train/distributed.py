@@ -52,8 +52,9 @@ def initialize(coordinator: str = "", num_processes: int = 0, process_id: int = 
         jax.distributed.initialize()
     else:
         return False
-    if jax.process_index() != 0:
-        sys.stdout = open(os.devnull, "w")  # progress and results come from process 0 only
+    if jax.process_index() != 0:  # progress and results come from process 0 only (runtime chatter too)
+        sys.stdout.flush()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return True
 
 

@@ -153,8 +153,9 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
         print(f"Resuming from step {step} ({config.workdir}/checkpoints)")
     first_call_s, compile_s, train_s, examples, timed_steps, eval_metrics = None, None, 0.0, 0, 0, {}
 
-    def check_finite() -> None:
+    def check_finite(bar: tqdm) -> None:
         if config.max_bad_steps and int(np.max(jax.device_get(state.bad_streak))) >= config.max_bad_steps:
+            bar.close()
             ckpt.close()
             raise Diverged(f"the loss or gradients were not finite for {config.max_bad_steps} steps in a row "
                            f"(by step {step}); those updates were skipped and the checkpoints in "
@@ -188,12 +189,12 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
                 bar.update(1)
                 if len(ms) % config.log_every == 0:
                     bar.set_postfix_str(format_metrics(jax.device_get(m)))
-                    check_finite()
+                    check_finite(bar)
                 signal_name = stop.requested(step)
                 # an epoch's last step is saved after evaluation, with its metrics
                 if signal_name or (config.checkpoint_every and step % config.checkpoint_every == 0
                                    and len(ms) < in_round - skip):
-                    check_finite()
+                    check_finite(bar)
                     ckpt.save(state, {"round": epoch, "metrics": done + _host_metrics(ms)})
                 if signal_name:
                     ckpt.close()
@@ -204,7 +205,7 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
             jax.block_until_ready(state)
             train_s += time.perf_counter() - te if ms else 0.0
             bar.close()
-            check_finite()
+            check_finite(bar)
             train_metrics = _mean_metrics(done + _host_metrics(ms))
             skipped = int(np.max(jax.device_get(state.skipped)))
             if skipped:

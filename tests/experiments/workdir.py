@@ -3,6 +3,7 @@
 import os
 import shutil
 
+import jax
 import orbax.checkpoint as ocp
 import pytest
 
@@ -10,9 +11,15 @@ from jaxdl import cli
 
 
 def latest_params(workdir):
+    """The newest checkpoint's params, on this process's first device whatever mesh wrote them."""
     ckpt = os.path.join(workdir, "checkpoints")
     step = max(int(s) for s in os.listdir(ckpt) if s.isdigit())
-    return ocp.StandardCheckpointer().restore(os.path.join(ckpt, str(step), "state"))["params"]
+    path = os.path.join(ckpt, str(step), "state")
+    checkpointer = ocp.StandardCheckpointer()
+    here = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=here),
+                          checkpointer.metadata(path).item_metadata.tree)
+    return checkpointer.restore(path, target)["params"]
 
 
 def snapshot(root):
