@@ -44,7 +44,7 @@ from jaxdl.tasks.diffusion import SAMPLERS, SCHEDULES, make_schedule  # noqa: E4
 from jaxdl.tasks.judge import Judge, judge_samples, judge_workdir, to_uint8  # noqa: E402
 from jaxdl.tasks.text_to_image import SamplerConfig, TextToImage  # noqa: E402
 from jaxdl.train import TrainConfig, TrainState, fit, make_optimizer, make_train_step  # noqa: E402
-from jaxdl.train.checkpoint import Checkpoints  # noqa: E402
+from jaxdl.train.checkpoint import load_trained  # noqa: E402
 from jaxdl.train.config import SCHEDULES as LR_SCHEDULES  # noqa: E402
 from jaxdl.train.metrics import device_description, write_summary  # noqa: E402
 from jaxdl.train.state import num_params, step_of  # noqa: E402
@@ -131,19 +131,6 @@ def build_model(cfg: Config, channels: int) -> TextConditionedUNet:
     text = dict(vocab_size=captions.VOCAB_SIZE, d_model=cfg.text_width, num_layers=cfg.text_layers,
                 num_heads=cfg.heads, max_len=cfg.max_prompt_bytes + 1, dropout=cfg.dropout, pos="learned")
     return TextConditionedUNet(unet=unet, text=text)
-
-
-def restore(state: TrainState, workdir: str) -> TrainState:
-    directory = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(directory):
-        raise UsageError(f"--sample-only: {directory} does not exist: train first (drop --sample-only) or point "
-                         "--workdir at a trained run")
-    ckpt = Checkpoints(directory)
-    state, _ = ckpt.restore_or(state)
-    ckpt.close()
-    if step_of(state) == 0:
-        raise UsageError(f"--sample-only: no checkpoint in {directory}: train first (drop --sample-only)")
-    return state
 
 
 def draw(task: TextToImage, params, prompts: list[str], max_len: int, key: jax.Array, shape: tuple, n: int,
@@ -246,8 +233,8 @@ def main(argv=None) -> dict:
     captions.encode(grid_prompts, cfg.max_prompt_bytes + 1)  # a prompt that does not fit stops here
     run = setup(cfg)
     if cfg.sample_only:
-        state, timings = restore(run.state, cfg.workdir), {}
-        print(f"Sampling from step {step_of(state)} ({cfg.workdir}/checkpoints)")
+        state, timings = load_trained(run.state, cfg.checkpoint_path(), "--sample-only"), {}
+        print(f"Sampling from step {step_of(state)} ({cfg.checkpoint_path()})")
     else:
         state, timings = train(cfg, run)
     summary = draw_and_judge(cfg, run, state.extras["ema"], grid_prompts or run.class_prompts)

@@ -113,6 +113,20 @@ class Checkpoints:
         self.manager.close()
 
 
+def load_trained(state: Any, directory: str, flag: str) -> Any:
+    """The newest checkpoint in `directory`, for a run that only uses a trained model (`flag`, e.g.
+    --sample-only); a UsageError if there is none."""
+    if not epath.Path(_abs(directory)).exists():
+        raise UsageError(f"{flag}: {directory} does not exist: train first (drop {flag}) or point --workdir "
+                         "at a trained run")
+    ckpt = Checkpoints(directory)
+    state, _ = ckpt.restore_or(state)
+    ckpt.close()
+    if step_of(state) == 0:
+        raise UsageError(f"{flag}: no checkpoint in {directory}: train first (drop {flag})")
+    return state
+
+
 def _path(keypath: tuple) -> str:
     """`params/conv1/kernel`, whether the tree holds dataclass fields, dict keys or sequence indices."""
     names = (getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))) for k in keypath)

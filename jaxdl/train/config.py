@@ -8,6 +8,7 @@ a device, in every experiment alike.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from jaxdl.cli import field
 from jaxdl.errors import UsageError
@@ -30,6 +31,7 @@ class TrainConfig:
     clip_norm: float = field(0.0, "clip gradients to this global norm; 0 = off")
     seed: int = field(0, "seeds init, data order, augmentation and dropout")
     workdir: str = field("runs/default", "where checkpoints, metrics and pictures go; rerun to resume")
+    checkpoint_dir: str = field("", "checkpoints here instead of WORKDIR/checkpoints (e.g. gs://BUCKET/run on TPU)")
     checkpoint_every: int = field(0, "also checkpoint every N steps (0 = only at epoch ends)")
     keep_checkpoints: int = field(3, "keep the last K checkpoints (plus the best)")
     log_every: int = field(10, "refresh the progress bar's loss/accuracy every N steps")
@@ -57,6 +59,9 @@ class TrainConfig:
         if self.dp_noise and not self.dp_clip:
             raise UsageError("--dp-noise needs --dp-clip (the noise is in units of the clip norm)")
         distributed.initialize(self.coordinator, self.num_processes, self.process_id)
+
+    def checkpoint_path(self) -> str:
+        return self.checkpoint_dir or os.path.join(self.workdir, "checkpoints")
 
     def lr_schedule_flag(self) -> tuple[str, str]:
         """(flag, value) of the learning-rate schedule; a config whose --schedule means something else moves it."""

@@ -20,8 +20,7 @@ import jax
 
 from jaxdl.errors import UsageError
 
-# set by the launchers of multi-process jobs (values > 1 or present mean "several processes")
-_CLUSTER_ENV = ("TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
+_joined = False  # set once this process has joined a multi-process runtime
 
 
 def detected_cluster() -> bool:
@@ -29,7 +28,8 @@ def detected_cluster() -> bool:
     hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
     if "," in hosts or os.environ.get("MEGASCALE_COORDINATOR_ADDRESS"):
         return True
-    return any(int(os.environ.get(k, "1") or 1) > 1 for k in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"))
+    sizes = (os.environ.get(k, "1") for k in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"))
+    return any(s.isdigit() and int(s) > 1 for s in sizes)
 
 
 def initialize(coordinator: str = "", num_processes: int = 0, process_id: int = -1) -> bool:
@@ -37,7 +37,8 @@ def initialize(coordinator: str = "", num_processes: int = 0, process_id: int = 
 
     Returns True when running multi-process. Safe to call again (later calls do nothing).
     """
-    if jax.distributed.is_initialized():
+    global _joined
+    if _joined or getattr(jax.distributed, "is_initialized", lambda: False)():  # by us, or by the caller
         return True
     if coordinator or num_processes or process_id >= 0:
         if not coordinator or num_processes < 1 or not 0 <= process_id < num_processes:
@@ -52,6 +53,7 @@ def initialize(coordinator: str = "", num_processes: int = 0, process_id: int = 
         jax.distributed.initialize()
     else:
         return False
+    _joined = True
     if jax.process_index() != 0:  # progress and results come from process 0 only (runtime chatter too)
         sys.stdout.flush()
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

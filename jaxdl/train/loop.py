@@ -99,7 +99,6 @@ def compile_step(train_step: Callable, state: TrainState, config: TrainConfig, m
     mesh's in/out shardings; any other callable is used as given, on the same placed inputs.
     """
     mesh = parallel.make_mesh(config.mesh)
-    parallel.check_batch(config.batch_size, mesh)
     shardings = parallel.state_shardings(state, mesh)
     batch_sharding = parallel.batch_sharding(mesh, many)
     if isinstance(train_step, TrainStep):
@@ -111,7 +110,7 @@ def compile_step(train_step: Callable, state: TrainState, config: TrainConfig, m
         train_step = train_step.replace(**options).jit_for(shardings, batch_sharding, parallel.replicated(mesh))
     elif config.dp_clip:
         raise UsageError("--dp-clip needs the engine's make_train_step")
-    to_global = lambda batch: parallel.global_batch(batch, config.batch_size, batch_sharding, many)
+    to_global = lambda batch: parallel.global_batch(batch, batch_sharding, many)
     return train_step, parallel.place(state, shardings), to_global
 
 
@@ -139,7 +138,7 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
     if not by_steps:  # epochs: the data order depends on the epoch length
         identity["steps_per_epoch"] = steps_per_epoch
     train_step, state, to_global = compile_step(train_step, state, config, many)
-    ckpt = Checkpoints(os.path.join(config.workdir, "checkpoints"), config.keep_checkpoints,
+    ckpt = Checkpoints(config.checkpoint_path(), config.keep_checkpoints,
                        f"test/{best_metric}", best_mode)
     state, loop = ckpt.restore_or(state)  # raises UsageError before anything is written
     step = step_of(state)
@@ -150,7 +149,7 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
     rounds = -(-total // steps_per_epoch)
     name = "Round" if by_steps else "Epoch"
     if step:
-        print(f"Resuming from step {step} ({config.workdir}/checkpoints)")
+        print(f"Resuming from step {step} ({ckpt.directory})")
     first_call_s, compile_s, train_s, examples, timed_steps, eval_metrics = None, None, 0.0, 0, 0, {}
 
     def check_finite(bar: tqdm) -> None:
@@ -159,7 +158,7 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
             ckpt.close()
             raise Diverged(f"the loss or gradients were not finite for {config.max_bad_steps} steps in a row "
                            f"(by step {step}); those updates were skipped and the checkpoints in "
-                           f"{config.workdir}/checkpoints are intact: lower --lr, add --clip-norm or check the data")
+                           f"{ckpt.directory} are intact: lower --lr, add --clip-norm or check the data")
 
     with StopRequests() as stop:
         for epoch in range(step // steps_per_epoch, rounds):
@@ -199,7 +198,7 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
                 if signal_name:
                     ckpt.close()
                     bar.close()
-                    print(f"{signal_name}: saved step {step} to {config.workdir}/checkpoints; run the same "
+                    print(f"{signal_name}: saved step {step} to {ckpt.directory}; run the same "
                           "command again to resume.", flush=True)
                     raise SystemExit(0)
             jax.block_until_ready(state)

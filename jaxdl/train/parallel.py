@@ -19,9 +19,15 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxdl.errors import UsageError
+
+try:  # jax >= 0.6 makes meshes with Explicit axes by default; the shardings here are the classic (Auto) kind
+    from jax.sharding import AxisType
+    _AUTO = {"axis_types": (AxisType.Auto, AxisType.Auto)}
+except ImportError:  # older jax: Auto is all there is
+    _AUTO = {}
 
 AXES = ("data", "fsdp")
 FSDP_MIN_SIZE = 2 ** 12  # smaller arrays (biases, norms, counters) stay whole on every device
@@ -50,8 +56,7 @@ def make_mesh(spec: str = "") -> Mesh:
     """The devices (of all processes) as a data x fsdp mesh; default: all on `data`."""
     sizes = parse_mesh(spec, jax.device_count(), jax.process_count())
     shape = (sizes["data"], sizes["fsdp"])
-    return jax.make_mesh(shape, AXES, axis_types=(AxisType.Auto,) * len(AXES),
-                         devices=jax.devices()[:shape[0] * shape[1]])
+    return jax.make_mesh(shape, AXES, devices=jax.devices()[:shape[0] * shape[1]], **_AUTO)
 
 
 def describe(mesh: Mesh) -> str:
@@ -80,15 +85,6 @@ def batch_sharding(mesh: Mesh, many: bool = False) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
-
-
-def check_batch(batch_size: int, mesh: Mesh) -> None:
-    devices, processes = mesh.size, jax.process_count()
-    if batch_size % devices:
-        raise UsageError(f"--batch-size {batch_size} does not split over the {devices} devices of --mesh "
-                         f"{describe(mesh)}: use a multiple of {devices}")
-    if batch_size % processes:
-        raise UsageError(f"--batch-size {batch_size} does not split over {processes} processes")
 
 
 def place(tree: Any, shardings: Any) -> Any:
@@ -120,20 +116,17 @@ def local_rows(batch_size: int) -> slice:
     return slice(jax.process_index() * share, (jax.process_index() + 1) * share)
 
 
-def global_batch(batch: Any, batch_size: int, sharding: NamedSharding, many: bool = False) -> Any:
-    """A numpy batch -> global arrays split over the mesh. The batch is either the whole global batch
-    (every process slices its share) or already this process's share (`local_rows`)."""
+def global_batch(batch: Any, sharding: NamedSharding, many: bool = False) -> Any:
+    """A global batch of numpy arrays (the same on every process) -> arrays split over the mesh; each
+    process puts only its own rows on its own devices."""
     axis = 1 if many else 0
-    processes = jax.process_count()
-
-    def one(x):
-        x = np.asarray(x)
-        n = x.shape[axis]
-        if n == batch_size and processes > 1:
-            x = x[(slice(None),) * axis + (local_rows(batch_size),)]
-        elif n * processes != batch_size:
-            raise ValueError(f"a batch has {n} examples on axis {axis}; the engine expects --batch-size "
-                             f"{batch_size} (or {batch_size // processes} per process)")
-        shape = x.shape[:axis] + (batch_size,) + x.shape[axis + 1:]
-        return jax.make_array_from_process_local_data(sharding, x, shape)
-    return jax.tree.map(one, batch)
+    size = np.shape(jax.tree.leaves(batch)[0])[axis]
+    devices, processes = sharding.mesh.size, jax.process_count()
+    if size % devices:
+        raise UsageError(f"a batch of {size} examples does not split over the {devices} devices of --mesh "
+                         f"{describe(sharding.mesh)}: use a --batch-size that is a multiple of {devices}")
+    if processes == 1:
+        return jax.device_put(batch, sharding)
+    rows = (slice(None),) * axis + (local_rows(size),)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)[rows], np.shape(x)),
+                        batch)

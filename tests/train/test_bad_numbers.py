@@ -1,8 +1,6 @@
 """Non-finite losses and gradients: the update is skipped and counted; K in a row ends the run
 (Diverged, exit status 3) with the checkpoints as they were."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
