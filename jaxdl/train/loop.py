@@ -160,6 +160,12 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
                            f"(by step {step}); those updates were skipped and the checkpoints in "
                            f"{ckpt.directory} are intact: lower --lr, add --clip-norm or check the data")
 
+    def stop_now(signal_name: str) -> None:
+        ckpt.close()
+        print(f"{signal_name}: saved step {step} to {ckpt.directory}; run the same command again to resume.",
+              flush=True)
+        raise SystemExit(0)
+
     with StopRequests() as stop:
         for epoch in range(step // steps_per_epoch, rounds):
             skip = step - epoch * steps_per_epoch
@@ -190,17 +196,14 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
                     bar.set_postfix_str(format_metrics(jax.device_get(m)))
                     check_finite(bar)
                 signal_name = stop.requested(step)
-                # an epoch's last step is saved after evaluation, with its metrics
-                if signal_name or (config.checkpoint_every and step % config.checkpoint_every == 0
-                                   and len(ms) < in_round - skip):
+                # a round's last step is saved after evaluation, with its metrics (and a signal waits for that)
+                if len(ms) < in_round - skip and (signal_name or (config.checkpoint_every
+                                                                  and step % config.checkpoint_every == 0)):
                     check_finite(bar)
                     ckpt.save(state, {"round": epoch, "metrics": done + _host_metrics(ms)})
-                if signal_name:
-                    ckpt.close()
-                    bar.close()
-                    print(f"{signal_name}: saved step {step} to {ckpt.directory}; run the same "
-                          "command again to resume.", flush=True)
-                    raise SystemExit(0)
+                    if signal_name:
+                        bar.close()
+                        stop_now(signal_name)
             jax.block_until_ready(state)
             train_s += time.perf_counter() - te if ms else 0.0
             bar.close()
@@ -221,6 +224,8 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
             log.write(**where, split="test", **scalars)
             ckpt.save(state, {}, {f"test/{k}": float(np.mean(v)) for k, v in scalars.items()})
             plots.curves(log.path, os.path.join(config.workdir, "curves.png"))
+            if stop.signal_name and epoch + 1 < rounds:
+                stop_now(stop.signal_name)
     if not eval_metrics:  # nothing left to train: evaluate what was restored
         flag = length_flag or ("--steps" if by_steps else "--epochs")
         print(f"Already trained {step} of {total} steps; raise {flag} to continue.")

@@ -74,7 +74,8 @@ def test_the_fsdp_rule_shards_big_arrays_and_the_step_keeps_and_donates_them():
     moments = [x for path, x in jax.tree_util.tree_leaves_with_path(state.opt_state) if "w1" in jax.tree_util.keystr(path)]
     assert len(moments) == 2 and all(m.sharding == w1.sharding for m in moments)  # Adam's mu, nu follow w1
     batch = to_global(next(train_batches(_data(), BATCH, 0, 0)))
-    assert {s.data.shape for s in batch["x"].addressable_shards} == {(BATCH // 8, D)}  # examples over all 8
+    batch_in = step.lower(state, batch).compile().input_shardings[0][1]["x"]
+    assert batch_in.shard_shape((BATCH, D)) == (BATCH // 8, D)  # the examples split over all 8 devices
     new, metrics = step(state, batch)
     assert new.params["w1"].sharding == w1.sharding and w1.is_deleted()  # out sharding = in sharding: donated
     assert np.isfinite(float(metrics["loss"]))
