@@ -99,6 +99,7 @@ def compile_step(train_step: Callable, state: TrainState, config: TrainConfig, m
     mesh's in/out shardings; any other callable is used as given, on the same placed inputs.
     """
     mesh = parallel.make_mesh(config.mesh)
+    parallel.check_batch_size(config.batch_size, mesh)  # before anything is written (each batch is checked too)
     shardings = parallel.state_shardings(state, mesh)
     batch_sharding = parallel.batch_sharding(mesh, many)
     if isinstance(train_step, TrainStep):

@@ -116,17 +116,20 @@ def local_rows(batch_size: int) -> slice:
     return slice(jax.process_index() * share, (jax.process_index() + 1) * share)
 
 
+def check_batch_size(size: int, mesh: Mesh) -> None:
+    if size % mesh.size:
+        raise UsageError(f"a batch of {size} examples does not split over the {mesh.size} devices of --mesh "
+                         f"{describe(mesh)}: use a --batch-size that is a multiple of {mesh.size}")
+
+
 def global_batch(batch: Any, sharding: NamedSharding, many: bool = False) -> Any:
     """A global batch of numpy arrays (the same on every process) -> what the jitted step takes: with
     several processes, global arrays split over the mesh, each process putting only its own rows on its
     own devices; with one, the numpy arrays themselves."""
     axis = 1 if many else 0
     size = np.shape(jax.tree.leaves(batch)[0])[axis]
-    devices, processes = sharding.mesh.size, jax.process_count()
-    if size % devices:
-        raise UsageError(f"a batch of {size} examples does not split over the {devices} devices of --mesh "
-                         f"{describe(sharding.mesh)}: use a --batch-size that is a multiple of {devices}")
-    if processes == 1:  # the jitted step's in_shardings place numpy inputs (the fastest path)
+    check_batch_size(size, sharding.mesh)
+    if jax.process_count() == 1:  # the jitted step's in_shardings place numpy inputs (the fastest path)
         return batch
     rows = (slice(None),) * axis + (local_rows(size),)
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)[rows], np.shape(x)),

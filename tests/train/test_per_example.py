@@ -1,6 +1,8 @@
 """Per-example gradients and the DP-SGD gradient, each checked against a Python loop of `jax.grad` on batches
 of one, and against numpy for the clipping, averaging and noise scale."""
 
+import json
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -8,8 +10,9 @@ import numpy as np
 import optax
 import pytest
 
+from jaxdl.data.batches import train_batches
 from jaxdl.errors import UsageError
-from jaxdl.train import TrainState, make_train_step
+from jaxdl.train import TrainConfig, TrainState, fit, make_optimizer, make_train_step
 from jaxdl.train.per_example import per_example_grad_norms, per_example_grads, private_grad_fn
 
 B, D_IN, D_HIDDEN, N_CLASSES = 8, 6, 16, 5
@@ -167,3 +170,25 @@ def test_a_batch_without_a_shared_example_axis_stops_with_one_line():
     params, batch = {"w": jnp.ones(3)}, {"x": jnp.ones((4, 3)), "y": jnp.ones((5,))}
     with pytest.raises(UsageError, match="leading example axis"):
         per_example_grads(_keyed_loss, params, batch, jax.random.key(0))
+
+
+def test_fit_takes_the_private_step_from_the_config(tmp_path):
+    rng = np.random.default_rng(0)
+    data = {"x": rng.normal(size=(32, 3)).astype(np.float32), "y": rng.normal(size=(32,)).astype(np.float32)}
+
+    def loss(params, batch, key):
+        value = jnp.mean((batch["x"] @ params["w"] - batch["y"]) ** 2)
+        return value, {"loss": value}
+
+    cfg = TrainConfig(epochs=1, batch_size=8, workdir=str(tmp_path), dp_clip=0.01, dp_noise=0.0, log_every=1)
+    opt = make_optimizer("sgd", 0.1, 0.0, momentum=0.0)
+    result = fit(TrainState.create({"w": jnp.ones((3,))}, opt, 0), make_train_step(loss, opt),
+                 lambda epoch, skip: train_batches(data, 8, 0, epoch, skip), 4, lambda p: {"loss": 0.0}, cfg)
+    train = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert train["clipped"] == 1.0 and train["grad_norm"] > 0.01  # every example clipped to 0.01
+    # each step moves w by at most lr x clip: 4 steps, 0.1 x 0.01 each
+    assert float(jnp.linalg.norm(result.state.params["w"] - 1.0)) <= 4 * 0.1 * 0.01 + 1e-6
+    with pytest.raises(UsageError, match="--dp-clip needs gradients by jax.grad"):
+        fit(TrainState.create({"w": jnp.ones((3,))}, opt, 0), make_train_step(loss, opt, grad_fn=jax.grad(loss, has_aux=True)),
+            lambda epoch, skip: train_batches(data, 8, 0, epoch, skip), 4, lambda p: {"loss": 0.0},
+            TrainConfig(epochs=2, batch_size=8, workdir=str(tmp_path / "b"), dp_clip=1.0))
