@@ -59,20 +59,25 @@ class TrainStep:
     def _one(self, state: TrainState, batch: Any) -> tuple[TrainState, dict[str, jax.Array]]:
         grad_fn = self.grad_fn or jax.grad(self.loss_fn, has_aux=True)
         grads, metrics = grad_fn(state.params, batch, state.step_key())
-        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        extras = state.extras
-        if self.ema_decay is not None:
-            rate = 1.0 - ema_decay_at(state.step, self.ema_decay)
-            extras = {**extras, "ema": optax.incremental_update(params, extras["ema"], rate)}
         finite = all_finite(grads) & all_finite(metrics.get("loss", 0.0))
         stopped = (state.bad_streak >= self.max_bad_steps) if self.max_bad_steps else jnp.array(False)
         ok = finite & ~stopped
-        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
-        return state.replace(
-            step=state.step + 1, params=keep(params, state.params), opt_state=keep(opt_state, state.opt_state),
-            extras=keep(extras, state.extras), skipped=state.skipped + (~ok).astype(jnp.int32),
-            bad_streak=jnp.where(ok, 0, state.bad_streak + 1)), metrics
+
+        def update(_: None) -> tuple[Any, Any, dict]:
+            updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+            extras = state.extras
+            if self.ema_decay is not None:
+                rate = 1.0 - ema_decay_at(state.step, self.ema_decay)
+                extras = {**extras, "ema": optax.incremental_update(params, extras["ema"], rate)}
+            return params, opt_state, extras
+
+        # a branch, not a select over every array: both cheaper to compile and to run
+        params, opt_state, extras = jax.lax.cond(ok, update, lambda _: (state.params, state.opt_state, state.extras),
+                                                 None)
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state, extras=extras,
+                             skipped=state.skipped + (~ok).astype(jnp.int32),
+                             bad_streak=jnp.where(ok, 0, state.bad_streak + 1)), metrics
 
     @functools.cached_property
     def _jitted(self) -> Callable:
