@@ -167,6 +167,26 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
               flush=True)
         raise SystemExit(0)
 
+    def end_round(epoch: int, step_metrics: list[dict[str, Any]]) -> dict[str, Any]:
+        """The round's train line, evaluation, test line, ranked checkpoint and curves."""
+        train_metrics = _mean_metrics(step_metrics)
+        skipped = int(np.max(jax.device_get(state.skipped)))
+        if skipped:
+            train_metrics["skipped_steps"] = skipped
+        tag = f"[Step {step}]" if by_steps else f"[Epoch {epoch + 1}]"
+        where = {"step": step} if by_steps else {"step": step, "epoch": epoch + 1}
+        print(f"{tag} {format_metrics(train_metrics)}", flush=True)
+        log.write(**where, split="train", **train_metrics)
+        eval_metrics = evaluate(parallel.to_local(eval_params(state)))
+        scalars = _metrics(eval_metrics)
+        if best_metric not in scalars:
+            raise ValueError(f"evaluate returned {sorted(scalars)}, not {best_metric!r}: pass fit(best_metric=...)")
+        print(f"{tag} {format_metrics(scalars, 'test ')}", flush=True)
+        log.write(**where, split="test", **scalars)
+        ckpt.save(state, {}, {f"test/{k}": float(np.mean(v)) for k, v in scalars.items()})
+        plots.curves(log.path, os.path.join(config.workdir, "curves.png"))
+        return eval_metrics
+
     with StopRequests() as stop:
         for epoch in range(step // steps_per_epoch, rounds):
             skip = step - epoch * steps_per_epoch
@@ -209,22 +229,7 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
             train_s += time.perf_counter() - te if ms else 0.0
             bar.close()
             check_finite(bar)
-            train_metrics = _mean_metrics(done + _host_metrics(ms))
-            skipped = int(np.max(jax.device_get(state.skipped)))
-            if skipped:
-                train_metrics["skipped_steps"] = skipped
-            tag = f"[Step {step}]" if by_steps else f"[Epoch {epoch + 1}]"
-            where = {"step": step} if by_steps else {"step": step, "epoch": epoch + 1}
-            print(f"{tag} {format_metrics(train_metrics)}", flush=True)
-            log.write(**where, split="train", **train_metrics)
-            eval_metrics = evaluate(parallel.to_local(eval_params(state)))
-            scalars = _metrics(eval_metrics)
-            if best_metric not in scalars:
-                raise ValueError(f"evaluate returned {sorted(scalars)}, not {best_metric!r}: pass fit(best_metric=...)")
-            print(f"{tag} {format_metrics(scalars, 'test ')}", flush=True)
-            log.write(**where, split="test", **scalars)
-            ckpt.save(state, {}, {f"test/{k}": float(np.mean(v)) for k, v in scalars.items()})
-            plots.curves(log.path, os.path.join(config.workdir, "curves.png"))
+            eval_metrics = end_round(epoch, done + _host_metrics(ms))
             if stop.signal_name and epoch + 1 < rounds:
                 stop_now(stop.signal_name)
     if not eval_metrics:  # nothing left to train: evaluate what was restored
