@@ -30,8 +30,10 @@ from jaxdl.data.augment import ImagePreprocess  # noqa: E402
 from jaxdl.data.batches import eval_batches, steps_per_epoch, train_batches  # noqa: E402
 from jaxdl.data.images import load_images  # noqa: E402
 from jaxdl.errors import UsageError  # noqa: E402
+from jaxdl.train.warm_start import warm_start  # noqa: E402
 from jaxdl.models.cnn import MyNet  # noqa: E402
 from jaxdl.tasks.classification import ImageClassifier, report  # noqa: E402
+from jaxdl.tasks.run_info import classifier_info  # noqa: E402
 from jaxdl.train import TrainConfig, TrainState, fit, make_optimizer, make_train_step  # noqa: E402
 from jaxdl.train.metrics import device_description, write_summary  # noqa: E402
 from jaxdl.train.state import num_params  # noqa: E402
@@ -91,12 +93,16 @@ def main(argv=None) -> dict:
         raise UsageError(f"--batch-size {cfg.batch_size} exceeds the {len(data.train)} training images: lower it")
     optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay, momentum=cfg.momentum, schedule=cfg.schedule,
                                warmup_steps=cfg.warmup_steps, total_steps=cfg.epochs * spe, clip_norm=cfg.clip_norm)
-    params = task.init(jax.random.key(cfg.seed), next(eval_batches(test, 1)))
+    example = next(eval_batches(test, 1))
+    params = task.init(jax.random.key(cfg.seed), example)
+    info = classifier_info(model, params, preprocess, data.name, data.class_names, data.train.images.shape[1:])
+    params = warm_start(cfg.init_from, params, info, model=model,
+                        init=lambda m: ImageClassifier(m, preprocess).init(jax.random.key(cfg.seed), example))
     state = TrainState.create(params, optimizer, cfg.seed)
     result = fit(state, make_train_step(task.loss, optimizer),
                  functools.partial(train_batches, train, cfg.batch_size, cfg.seed), spe,
                  lambda p: task.evaluate(p, eval_batches(test, cfg.batch_size)), cfg,
-                 best_metric="accuracy", best_mode="max", identity={"dataset": data.name})
+                 best_metric="accuracy", best_mode="max", identity={"dataset": data.name}, describe=info)
 
     report(result.eval_metrics, data.class_names, cfg.workdir)
     summary = {

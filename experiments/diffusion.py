@@ -42,13 +42,16 @@ from jaxdl.errors import UsageError  # noqa: E402
 from jaxdl.models.unet import TextConditionedUNet, check_image_size  # noqa: E402
 from jaxdl.tasks.diffusion import SAMPLERS, SCHEDULES, make_schedule  # noqa: E402
 from jaxdl.tasks.judge import Judge, judge_samples, judge_workdir, to_uint8  # noqa: E402
+from jaxdl.tasks.run_info import diffusion_info  # noqa: E402
 from jaxdl.tasks.text_to_image import SamplerConfig, TextToImage  # noqa: E402
 from jaxdl.train import TrainConfig, TrainState, fit, make_optimizer, make_train_step  # noqa: E402
+from jaxdl.train import description  # noqa: E402
 from jaxdl.train.checkpoint import load_trained  # noqa: E402
 from jaxdl.train.config import SCHEDULES as LR_SCHEDULES  # noqa: E402
 from jaxdl.train.metrics import device_description, write_summary  # noqa: E402
 from jaxdl.train.state import num_params, step_of  # noqa: E402
 from jaxdl.train.step import ema_extras  # noqa: E402
+from jaxdl.train.warm_start import warm_start  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -151,6 +154,7 @@ class Setup:
     optimizer: Any
     state: TrainState  # freshly initialised (EMA extras included)
     class_prompts: list[str]  # each class's canonical caption
+    info: dict  # model.json
 
 
 def setup(cfg: Config) -> Setup:
@@ -176,9 +180,12 @@ def setup(cfg: Config) -> Setup:
     params = task.init(jax.random.key(cfg.seed), {"image": data.test.images[:1], "label": data.test.labels[:1]})
     print(f"text-conditioned U-Net: {cfg.levels} levels x {cfg.blocks} blocks, width {cfg.channels}; text encoder "
           f"{cfg.text_layers} x {cfg.text_width}; {num_params(params):,} parameters")
-    state = TrainState.create(params, optimizer, cfg.seed, extras=ema_extras(params))
     class_prompts = [phrasings[0] for phrasings in captions.captions(data.class_names)]
-    return Setup(data, (size, size, C), task, optimizer, state, class_prompts)
+    info = diffusion_info(task.model, params, data.name, (size, size, C), cfg.schedule, cfg.timesteps,
+                          data.class_names, class_prompts, cfg.max_prompt_bytes)
+    params = warm_start(cfg.init_from, params, info)
+    state = TrainState.create(params, optimizer, cfg.seed, extras=ema_extras(params))
+    return Setup(data, (size, size, C), task, optimizer, state, class_prompts, info)
 
 
 def train(cfg: Config, run: Setup) -> tuple[TrainState, dict]:
@@ -189,7 +196,7 @@ def train(cfg: Config, run: Setup) -> tuple[TrainState, dict]:
                  lambda r, skip: cycled_batches(train_set, cfg.batch_size, cfg.seed, r, cfg.eval_every, skip),
                  cfg.eval_every, lambda p: run.task.evaluate(p, eval_batches(test_set, 256), cfg.seed), cfg,
                  identity={"dataset": run.data.name, "image_size": run.shape[0]}, total_steps=cfg.steps,
-                 eval_params=lambda s: s.extras["ema"])
+                 eval_params=lambda s: s.extras["ema"], describe=run.info)
     return result.state, {"train_examples_per_sec": result.train_examples_per_sec,
                           "compile_seconds": result.compile_seconds}
 
@@ -233,6 +240,7 @@ def main(argv=None) -> dict:
     captions.encode(grid_prompts, cfg.max_prompt_bytes + 1)  # a prompt that does not fit stops here
     run = setup(cfg)
     if cfg.sample_only:
+        description.check(cfg.workdir, run.info)  # the flags must describe the model that was trained
         state, timings = load_trained(run.state, cfg.checkpoint_path(), "--sample-only"), {}
         print(f"Sampling from step {step_of(state)} ({cfg.checkpoint_path()})")
     else:

@@ -30,8 +30,11 @@ from jaxdl import cli, plots  # noqa: E402
 from jaxdl.cli import field  # noqa: E402
 from jaxdl.data.batches import cycled_batches, stacked  # noqa: E402
 from jaxdl.data.tabular import TASKS, load_vectors  # noqa: E402
+from jaxdl.data.augment import ImagePreprocess  # noqa: E402
 from jaxdl.errors import UsageError  # noqa: E402
+from jaxdl.train.warm_start import warm_start  # noqa: E402
 from jaxdl.models.mlp import ACTIVATIONS, MLP  # noqa: E402
+from jaxdl.tasks.run_info import classifier_info, vector_info  # noqa: E402
 from jaxdl.tasks.vector import LOSS_FOR_TASK, VectorTask  # noqa: E402
 from jaxdl.train import TrainConfig, TrainState, fit, make_optimizer, make_train_step  # noqa: E402
 from jaxdl.train.metrics import device_description, write_summary  # noqa: E402
@@ -109,7 +112,10 @@ def train_one(cfg: Config, activation: str, workdir: str) -> dict:
                                  warmup_steps=cfg.warmup_steps, total_steps=cfg.epochs * cfg.steps_per_epoch,
                                  clip_norm=cfg.clip_norm, hyperparams_as_data=bool(cfg.lrs)) for lr in lrs]
     optimizer = optimizers[0]  # with --lrs, each model's rate lives in its own optimizer state
-    states = [TrainState.create(task.init(jax.random.key(s), data.train), opt, s) for s, opt in zip(seeds, optimizers)]
+    info = _describe(cfg, task, task.init(jax.random.key(seeds[0]), data.train), data, len(seeds))
+    init = lambda m: VectorTask(m, task.loss_name).init(jax.random.key(0), data.train)
+    states = [TrainState.create(warm_start(cfg.init_from, task.init(jax.random.key(s), data.train), info, init, task.model),
+                                opt, s) for s, opt in zip(seeds, optimizers)]
 
     def batches(epoch, skip):
         streams = [cycled_batches(data.train, batch_size, s, epoch, cfg.steps_per_epoch, skip) for s in seeds]
@@ -120,7 +126,8 @@ def train_one(cfg: Config, activation: str, workdir: str) -> dict:
                  make_train_step(task.loss, optimizer, grad_fn=task.step_grad_fn, many=many), batches,
                  cfg.steps_per_epoch, lambda p: task.evaluate(p, data.test, many), run_cfg,
                  best_metric=task.main_metric, best_mode="min" if task.main_metric == "mse" else "max", many=many,
-                 identity={"task": cfg.task, "activation": activation, "ensemble": cfg.ensemble, "lrs": cfg.lrs})
+                 identity={"task": cfg.task, "activation": activation, "ensemble": cfg.ensemble, "lrs": cfg.lrs},
+                 describe=info)
 
     first = unstack_state(result.state, 0) if many else result.state
     _pictures(cfg.task, task, first.params, data, workdir, activation)
@@ -136,6 +143,15 @@ def train_one(cfg: Config, activation: str, workdir: str) -> dict:
                           "per_model_test_loss": np.asarray(result.eval_metrics["loss"]).tolist()})
     write_summary(workdir, summary)
     return summary
+
+
+def _describe(cfg: Config, task: VectorTask, params, data, members: int) -> dict:
+    """model.json: digits is an image classifier (8x8 grey pixels / 255, flattened); xor and sine are vectors."""
+    if cfg.task == "digits":
+        pixels = ImagePreprocess(8, 1, (0.0,), (1.0,))  # the features are the pixels over 255
+        return classifier_info(task.model, params, pixels, "digits", [str(i) for i in range(10)], (8, 8, 1),
+                               flatten=True, members=members)
+    return vector_info(task.model, params, cfg.task, task.loss_name, data.train["x"].shape[1], members)
 
 
 def _pictures(name: str, task: VectorTask, params, data, workdir: str, activation: str) -> None:

@@ -43,7 +43,9 @@ from jaxdl.models.transformer import NORMS, DecoderLM, EncoderDecoder, training_
 from jaxdl.train import TrainState, fit, make_optimizer, make_train_step  # noqa: E402
 from jaxdl.train.metrics import device_description, write_summary  # noqa: E402
 from jaxdl.train.state import num_params  # noqa: E402
+from jaxdl.tasks.run_info import seq2seq_info  # noqa: E402
 from jaxdl.tasks.seq2seq import Seq2Seq  # noqa: E402
+from jaxdl.train.warm_start import warm_start  # noqa: E402
 from jaxdl.tasks.text_lm import TextLMConfig, train_text_lm  # noqa: E402
 
 ARCHS = ("lm", "seq2seq")
@@ -118,6 +120,9 @@ def train_seq2seq(cfg: Config) -> dict:
     batches = functools.partial(sequence_tasks.sequence_batches, cfg.task, cfg.batch_size, cfg.min_len, cfg.max_len,
                                 cfg.seed, cfg.eval_every, exclude=test.sources)
     params = task.init(jax.random.key(cfg.seed), next(batches(0)))
+    info = seq2seq_info(model, params, cfg.task, sequence_tasks.CHARS, sequence_tasks.PAD, sequence_tasks.BOS,
+                        sequence_tasks.EOS, sequence_tasks.max_target_len(cfg.task, cfg.max_len + cfg.longer_by) + 1)
+    params = warm_start(cfg.init_from, params, info)
     print(f"{cfg.task}: digit strings of {cfg.min_len}-{cfg.max_len}, {len(test.sources)} held out, device "
           f"{device_description()}\nencoder-decoder: {cfg.layers} + {cfg.layers} layers, {cfg.heads} heads, width "
           f"{cfg.d_model}, {cfg.pos} positions, {num_params(params):,} parameters")
@@ -141,7 +146,7 @@ def train_seq2seq(cfg: Config) -> dict:
     state = TrainState.create(params, optimizer, cfg.seed)
     result = fit(state, make_train_step(task.loss, optimizer), batches, cfg.eval_every, evaluate, cfg,
                  identity={"arch": "seq2seq", "task": cfg.task, "min_len": cfg.min_len, "max_len": cfg.max_len},
-                 total_steps=cfg.steps)
+                 total_steps=cfg.steps, describe=info)
     m = result.eval_metrics
     summary = {"exact_match": m["exact_match"], "token_accuracy": m["token_accuracy"], "val_loss": m["loss"],
                "longer_exact_match": m["longer_exact_match"], "longer_exact_match_by_length": m["outputs"]["longer_by_length"],

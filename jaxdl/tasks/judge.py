@@ -22,6 +22,7 @@ from jaxdl.data.batches import eval_batches, steps_per_epoch, train_batches
 from jaxdl.data.images import ImageDataset
 from jaxdl.models.cnn import MyNet
 from jaxdl.tasks.classification import ImageClassifier
+from jaxdl.tasks.run_info import classifier_info
 from jaxdl.train import TrainConfig, TrainState, fit, make_optimizer, make_train_step
 
 
@@ -43,11 +44,13 @@ class Judge:
         spe = steps_per_epoch(len(data.train), cfg.batch_size)
         optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay)
         params = self.classifier.init(jax.random.key(seed), next(eval_batches(test, 1)))
+        info = classifier_info(self.classifier.model, params, self.classifier.preprocess, data.name,
+                               data.class_names, data.train.images.shape[1:])
         result = fit(TrainState.create(params, optimizer, seed), make_train_step(self.classifier.loss, optimizer),
                      functools.partial(train_batches, train, cfg.batch_size, seed), spe,
                      lambda p: self.classifier.evaluate(p, eval_batches(test, 256)), cfg,
                      best_metric="accuracy", best_mode="max", identity={"dataset": data.name, "judge": "MyNet"},
-                     length_flag="--judge-epochs")
+                     length_flag="--judge-epochs", describe=info)
         self.params = result.state.params
         return float(result.eval_metrics["accuracy"])
 

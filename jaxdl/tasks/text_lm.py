@@ -16,10 +16,13 @@ import flax.linen as nn
 import jax
 
 from jaxdl.cli import field, fixed
-from jaxdl.data.text import (EMBEDDED, check_seq_len, default_prompt, eval_windows, load_text, save_tokenizer,
-                             window_batches)
+from jaxdl.data.text import (EMBEDDED, TextData, check_seq_len, default_prompt, eval_windows, load_text,
+                             save_tokenizer, tokenizer_from_json, window_batches)
 from jaxdl.errors import UsageError
+from jaxdl.train.warm_start import warm_start
+from jaxdl.train.description import read_info
 from jaxdl.tasks.language_model import LanguageModel
+from jaxdl.tasks.run_info import language_model_info
 from jaxdl.train import TrainConfig, TrainState, fit, make_optimizer, make_train_step
 from jaxdl.train.metrics import device_description, write_summary
 from jaxdl.train.state import num_params
@@ -71,6 +74,8 @@ def train_text_lm(cfg: TextLMConfig, build_model: Callable[[int], nn.Module], de
     """
     t0 = time.perf_counter()
     data = load_text(cfg.dataset, cfg.tokenizer, cfg.data_dir or None)
+    if cfg.init_from:
+        data = _with_tokenizer_of(cfg.init_from, data)
     check_seq_len(data, cfg.seq_len)
     prompt = cfg.prompt or default_prompt(data)
     try:
@@ -91,6 +96,9 @@ def train_text_lm(cfg: TextLMConfig, build_model: Callable[[int], nn.Module], de
                                warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, clip_norm=cfg.clip_norm)
     batches = functools.partial(window_batches, data.train, cfg.batch_size, cfg.seq_len, cfg.seed, cfg.eval_every)
     params = task.init(jax.random.key(cfg.seed), next(batches(0)))
+    info = language_model_info(model, params, data.tokenizer.to_json(), data.name, default_prompt(data))
+    params = warm_start(cfg.init_from, params, info, model=model,
+                        init=lambda m: LanguageModel(m).init(jax.random.key(cfg.seed), next(batches(0))))
     print(f"{describe(params)}, {num_params(params):,} parameters")
     sample_key = jax.random.fold_in(jax.random.key(cfg.seed), 1)
 
@@ -108,7 +116,8 @@ def train_text_lm(cfg: TextLMConfig, build_model: Callable[[int], nn.Module], de
     save_tokenizer(data.tokenizer, cfg.workdir)
     state = TrainState.create(params, optimizer, cfg.seed)
     result = fit(state, make_train_step(task.loss, optimizer), batches, cfg.eval_every, evaluate, cfg,
-                 identity={"dataset": data.name, "seq_len": cfg.seq_len, **(identity or {})}, total_steps=cfg.steps)
+                 identity={"dataset": data.name, "seq_len": cfg.seq_len, **(identity or {})}, total_steps=cfg.steps,
+                 describe=info)
     m = result.eval_metrics
     tokens_per_sec = None if result.train_examples_per_sec is None else result.train_examples_per_sec * cfg.seq_len
     summary = {
@@ -121,3 +130,20 @@ def train_text_lm(cfg: TextLMConfig, build_model: Callable[[int], nn.Module], de
     summary["wall_seconds"] = time.perf_counter() - t0
     print(f"summary: {write_summary(cfg.workdir, summary)}")
     return summary
+
+
+def _with_tokenizer_of(init_from: str, data: TextData) -> TextData:
+    """Fine-tuning: the text in the vocabulary of the run it starts from, when that vocabulary holds
+    every character of it (so the embeddings and the output layer carry over); else unchanged."""
+    theirs = read_info(init_from).get("tokenizer")
+    if theirs is None or theirs == data.tokenizer.to_json():
+        return data
+    tokenizer = tokenizer_from_json(theirs)
+    try:
+        train, valid = (tokenizer.encode(data.tokenizer.decode(ids)) for ids in (data.train, data.valid))
+    except UsageError:
+        print(f"{data.name} has characters {init_from}'s vocabulary lacks: a new vocabulary, and the layers "
+              "that depend on it start fresh")
+        return data
+    print(f"{data.name} in the vocabulary of {init_from} ({tokenizer.vocab_size} tokens)")
+    return TextData(data.name, tokenizer, train, valid, data.valid_chars)

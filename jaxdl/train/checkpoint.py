@@ -131,3 +131,60 @@ def _path(keypath: tuple) -> str:
     """`params/conv1/kernel`, whether the tree holds dataclass fields, dict keys or sequence indices."""
     names = (getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))) for k in keypath)
     return "/".join(str(n) for n in names)
+
+
+def restore_params(directory: str, which: str | int = "best", subtree: tuple[str, ...] = ("params",),
+                   best_metric: str | None = None, best_mode: str = "max") -> tuple[Any, int]:
+    """(the `subtree` of a saved TrainState, its step), read alone (no optimizer state) onto this
+    process's first device, whatever mesh wrote it. `which`: "best" (by `best_metric`, else the
+    latest), "latest" or a step number. Missing or unreadable checkpoints raise UsageError."""
+    import absl.logging
+
+    directory = _abs(directory)
+    if not epath.Path(directory).exists():
+        raise UsageError(f"{directory} does not exist: the run saved no checkpoint there yet")
+    verbosity = absl.logging.get_verbosity()
+    absl.logging.set_verbosity(absl.logging.ERROR)  # orbax warns about read-only use and unrestored items
+    try:
+        options = ocp.CheckpointManagerOptions(
+            best_fn=(lambda m: m[best_metric]) if best_metric else None, best_mode=best_mode, create=False,
+            read_only=True)
+        manager = ocp.CheckpointManager(directory, options=options, item_handlers={
+            "state": ocp.PyTreeCheckpointHandler(), "loop": ocp.JsonCheckpointHandler()})
+        steps = sorted(manager.all_steps())
+        if not steps:
+            raise UsageError(f"{directory} holds no checkpoint: train the run first")
+        if which == "latest" or (which == "best" and not best_metric):
+            step = steps[-1]
+        elif which == "best":
+            step = manager.best_step()
+            step = steps[-1] if step is None else step
+        else:
+            step = int(which)
+            if step not in steps:
+                raise UsageError(f"{directory} has no checkpoint of step {step}: it has {', '.join(map(str, steps))}")
+        try:
+            tree = manager.item_metadata(step)["state"]
+            tree = getattr(tree, "tree", tree)
+            for key in subtree:
+                tree = tree[key]
+        except Exception as e:
+            raise UsageError(f"checkpoint {directory}/{step} cannot be read ({type(e).__name__}): pick another "
+                             "with --checkpoint STEP") from None
+        here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=here), tree)
+        for key in reversed(subtree):
+            target = {key: target}
+        restore_args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=here), target)
+        try:
+            restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+                item=target, restore_args=restore_args, partial_restore=True)))["state"]
+        except Exception as e:
+            raise UsageError(f"checkpoint {directory}/{step} cannot be read ({type(e).__name__}): pick another "
+                             "with --checkpoint STEP") from None
+        manager.close()
+    finally:
+        absl.logging.set_verbosity(verbosity)
+    for key in subtree:
+        restored = restored[key]
+    return restored, step

@@ -42,6 +42,8 @@ class TrainConfig:
     max_bad_steps: int = field(5, "stop (exit 3) after this many non-finite steps in a row; each is skipped")
     dp_clip: float = field(0.0, "differentially-private step: clip each example's gradient to this norm; 0 = off")
     dp_noise: float = field(0.0, "differentially-private step: Gaussian noise std, in units of --dp-clip")
+    init_from: str = field("", "fine-tune: start from this run's best params (a workdir of the same model; "
+                               "layers that do not fit start fresh)")
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "keep_checkpoints", "log_every"):
@@ -58,6 +60,8 @@ class TrainConfig:
             raise UsageError(f"unknown {flag} {value!r}: use one of {', '.join(SCHEDULES)}")
         if self.dp_noise and not self.dp_clip:
             raise UsageError("--dp-noise needs --dp-clip (the noise is in units of the clip norm)")
+        if self.init_from and not os.path.isfile(os.path.join(self.init_from, "model.json")):
+            raise UsageError(f"--init-from {self.init_from}: no model.json there: point it at a trained run's --workdir")
         distributed.initialize(self.coordinator, self.num_processes, self.process_id)
 
     def checkpoint_path(self) -> str:

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from jaxdl import plots
 from jaxdl.errors import Diverged, UsageError
 from jaxdl.runtime import is_primary
-from jaxdl.train import parallel
+from jaxdl.train import description, parallel
 from jaxdl.train.checkpoint import Checkpoints
 from jaxdl.train.config import TrainConfig
 from jaxdl.train.metrics import MetricsLog, format_metrics
@@ -119,7 +119,7 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
         evaluate: Evaluate, config: TrainConfig, *, best_metric: str = "loss", best_mode: str = "min",
         many: bool = False, identity: dict[str, Any] | None = None, total_steps: int | None = None,
         eval_params: Callable[[TrainState], Any] = lambda state: state.params,
-        length_flag: str | None = None) -> FitResult:
+        length_flag: str | None = None, describe: dict[str, Any] | None = None) -> FitResult:
     """Train to `config.epochs`, resuming from `config.workdir` if it holds a checkpoint.
 
     total_steps: train this many steps in all, evaluating every `steps_per_epoch` steps (the last
@@ -132,8 +132,15 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
         `evaluate` and the returned state see a copy on this process's first device.
     identity: what must not change when a run is resumed (with seed, batch size and steps per
         epoch, kept in `run.json`), e.g. the dataset; a mismatch is a UsageError.
+    describe: what the run trains, as JSON data (the task's `run_info`): written to
+        `model.json` with the checkpoints' place and ranking, so `jaxdl.load` can use the run; a
+        workdir whose model.json differs is refused before anything is written.
     """
     t0 = time.perf_counter()
+    if describe is not None:
+        describe = {"format": description.FORMAT, **describe, "checkpoints": {
+            "directory": config.checkpoint_dir or None, "best_metric": f"test/{best_metric}", "best_mode": best_mode}}
+        description.check(config.workdir, describe)
     by_steps = total_steps is not None
     identity = {"seed": config.seed, "batch_size": config.batch_size, **(identity or {})}
     if not by_steps:  # epochs: the data order depends on the epoch length
@@ -144,6 +151,8 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
     state, loop = ckpt.restore_or(state)  # raises UsageError before anything is written
     step = step_of(state)
     check_identity(config.workdir, identity, resuming=step > 0)
+    if describe is not None:
+        description.write(config.workdir, describe)
     log = MetricsLog(config.workdir)
     log.drop_after(step)  # lines a killed run wrote after its last checkpoint: they are about to be redone
     total = total_steps if by_steps else config.epochs * steps_per_epoch

@@ -1,0 +1,119 @@
+"""Image classifiers (MyNet, an MLP on flattened digits): class probabilities for any images.
+
+Images of any size and channel count are brought to the training data's size and channels, then
+preprocessed as the run's evaluation did (resized to the model's input, grey/RGB, normalised with
+the training set's mean and std). uint8 arrays are pixels 0..255; float arrays are read as 0..1.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdl.data.augment import ImagePreprocess, to_channels
+from jaxdl.errors import UsageError
+from jaxdl.inference.trained import Trained
+
+
+def as_batch(images: Any) -> np.ndarray:
+    """(N, H, W, C) float32 pixels in 0..255 from uint8 or [0, 1] float arrays: (H, W) is one grey
+    image, (H, W, C) with C in 1..4 one image, (N, H, W) grey images; alpha is dropped."""
+    x = np.asarray(images)
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32)
+    elif np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer) or x.dtype == bool:
+        x = x.astype(np.float32)
+        if np.issubdtype(np.asarray(images).dtype, np.floating):
+            if not np.isfinite(x).all():
+                raise UsageError("images hold NaN or infinite values")
+            x = x * 255.0
+    else:
+        raise UsageError(f"images must be uint8 or float arrays, got dtype {x.dtype}")
+    if x.ndim == 2:
+        x = x[None, :, :, None]
+    elif x.ndim == 3:
+        x = x[None] if x.shape[-1] in (1, 2, 3, 4) else x[..., None]
+    if x.ndim != 4 or min(x.shape[1:3]) < 1 or len(x) == 0:
+        raise UsageError(f"cannot read an array of shape {np.shape(images)} as images: give (H, W), (H, W, C), "
+                         "(N, H, W) or (N, H, W, C)")
+    C = x.shape[-1]
+    if C in (2, 4):  # grey + alpha, RGBA
+        x = x[..., :C - 1]
+    elif C not in (1, 3):
+        raise UsageError(f"images have {C} channels: the model takes grey (1) or RGB (3) images")
+    return x
+
+
+def read_image(path: str) -> np.ndarray:
+    """One image file as uint8 (H, W, C): grey files stay 1-channel, others are RGB."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L") if im.mode in ("1", "L", "LA", "I", "I;16", "F") else im.convert("RGB")
+            x = np.asarray(im, np.uint8)
+    except Exception as e:  # PIL raises many types for files that are not images
+        raise UsageError(f"cannot read image {path}: {type(e).__name__}: "
+                         f"{(str(e).splitlines() or [''])[0]}") from None
+    return x[..., None] if x.ndim == 2 else x
+
+
+class Classifier(Trained):
+    """`predict(images)` -> class probabilities (N, K); `predict_files(paths)`; `class_names`."""
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.info["classifier"]["class_names"]
+
+    @functools.cached_property
+    def preprocess(self) -> ImagePreprocess:
+        c = self.info["classifier"]
+        return ImagePreprocess(c["input_size"], c["input_channels"], tuple(c["mean"]), tuple(c["std"]))
+
+    @functools.cached_property
+    def _logits_fn(self):
+        flatten = self.info["classifier"]["flatten"]
+
+        def logits(params, x_BHWC):
+            x = self.preprocess.eval(x_BHWC)
+            return self.model.apply(params, x.reshape(len(x), -1) if flatten else x)
+
+        return jax.jit(logits)
+
+    def to_training_images(self, images: Any) -> np.ndarray:
+        """Pixels (N, H, W, C) at the training data's size and channels (still 0..255 floats)."""
+        c = self.info["classifier"]
+        x = as_batch(images)
+        H, W = c["data_size"]
+        x = np.asarray(to_channels(jnp.asarray(x), c["data_channels"]))
+        if x.shape[1:3] != (H, W):
+            x = np.asarray(jax.image.resize(x, (len(x), H, W, x.shape[-1]), "bilinear", antialias=True))
+        return x
+
+    def _logits_of_pixels(self, x: np.ndarray, batch_size: int) -> np.ndarray:
+        out = []
+        for lo in range(0, len(x), batch_size):
+            chunk = x[lo:lo + batch_size]
+            padded = 1 << (len(chunk) - 1).bit_length()  # batch sizes in powers of two: few compiles
+            chunk = np.concatenate([chunk, np.zeros((padded - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+            out.append(np.asarray(self._logits_fn(self.params, chunk))[:min(batch_size, len(x) - lo)])
+        return np.concatenate(out)
+
+    def logits(self, images: Any, batch_size: int = 256) -> np.ndarray:
+        """Logits (N, K), float32."""
+        return self._logits_of_pixels(self.to_training_images(images), batch_size)
+
+    def predict(self, images: Any, batch_size: int = 256) -> np.ndarray:
+        """Class probabilities (N, K), float32."""
+        return np.asarray(jax.nn.softmax(self.logits(images, batch_size), axis=-1))
+
+    def predict_files(self, paths: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """Class probabilities (N, K) of image files (PNG, JPEG, ...), each brought to the training size."""
+        if not len(paths):
+            return np.zeros((0, len(self.class_names)), np.float32)
+        x = np.concatenate([self.to_training_images(read_image(p)) for p in paths])
+        return np.asarray(jax.nn.softmax(self._logits_of_pixels(x, batch_size), axis=-1))

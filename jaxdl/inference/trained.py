@@ -1,0 +1,58 @@
+"""`load(workdir)`: a finished (or interrupted) run's model, params and description, ready for inference.
+
+Reads `WORKDIR/model.json` (plain data; the model class comes from `jaxdl.models.MODELS`), then the
+params alone (the EMA where the run kept one; never the optimizer state) from the run's orbax
+checkpoints onto this process's first device, whatever mesh wrote them. Builds no training step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+from jaxdl.errors import UsageError
+from jaxdl.models.registry import build
+from jaxdl.train.description import load_params, read_info
+
+
+@dataclasses.dataclass
+class Trained:
+    """A trained model: `model` (the linen module), `params`, `info` (model.json), `step`, `workdir`."""
+
+    model: nn.Module
+    params: Any
+    info: dict[str, Any]
+    workdir: str
+    step: int
+
+    @property
+    def family(self) -> str:
+        return self.info["family"]
+
+    @property
+    def num_params(self) -> int:
+        return int(sum(x.size for x in jax.tree.leaves(self.params)))
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.info['model']['class']}, {self.num_params:,} parameters, "
+                f"step {self.step}, {self.workdir})")
+
+
+def load(workdir: str, checkpoint: str | int = "best", member: int = 0) -> Trained:
+    """The run in `workdir` as its family's inference object (Classifier, LanguageModel, Seq2SeqModel,
+    DiffusionModel or VectorModel); bad workdirs and checkpoints raise UsageError."""
+    from jaxdl.inference import FAMILIES
+
+    workdir = str(workdir)
+    info = read_info(workdir)
+    if info["family"] not in FAMILIES:
+        raise UsageError(f"{workdir}/model.json has family {info['family']!r}, which this jaxdl does not know")
+    try:
+        model = build(info["model"])
+    except (ValueError, TypeError, KeyError) as e:
+        raise UsageError(f"{workdir}/model.json: {e}") from None
+    params, step = load_params(workdir, info, checkpoint, member)
+    return FAMILIES[info["family"]](model, params, info, workdir, step)

@@ -1,0 +1,69 @@
+"""What each family's `model.json` holds: the model, and everything its inference needs that the
+training run knew (classes, input size, normalisation, tokenizer, vocabulary, noise schedule).
+
+Each function returns the JSON data an experiment hands to `fit(describe=...)`; `jaxdl.load`
+reads it back. Families: classifier (MyNet, or an MLP on flattened images), vector (an MLP on
+feature vectors: xor, sine), language_model, seq2seq, diffusion.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+from jaxdl.data.augment import ImagePreprocess
+from jaxdl.models.registry import describe
+
+
+def _base(family: str, model: nn.Module, params: Any, dataset: str, params_key: str = "params",
+          members: int = 1) -> dict[str, Any]:
+    count = sum(x.size for x in jax.tree.leaves(params))  # one model's, also when several train at once
+    return {"family": family, "model": describe(model), "num_params": int(count), "dataset": dataset,
+            "params": params_key, "members": members}
+
+
+def classifier_info(model: nn.Module, params: Any, preprocess: ImagePreprocess, dataset: str,
+                    class_names: list[str], data_shape: tuple[int, int, int], flatten: bool = False,
+                    members: int = 1) -> dict[str, Any]:
+    """An image classifier trained on images of `data_shape` (H, W, C): other images are brought to
+    that size and channel count first, then preprocessed as in evaluation (resized to the model's
+    `input_size` and channels, normalised; flattened for an MLP)."""
+    H, W, C = data_shape
+    return {**_base("classifier", model, params, dataset, members=members), "classifier": {
+        "class_names": list(class_names), "data_size": [int(H), int(W)], "data_channels": int(C),
+        "input_size": preprocess.image_size, "input_channels": preprocess.channels,
+        "mean": list(preprocess.mean), "std": list(preprocess.std), "flatten": flatten}}
+
+
+def vector_info(model: nn.Module, params: Any, task: str, loss: str, inputs: int,
+                members: int = 1) -> dict[str, Any]:
+    """An MLP on feature vectors: `loss` says how to read its outputs (bce: a probability, mse: values)."""
+    return {**_base("vector", model, params, task, members=members),
+            "vector": {"task": task, "loss": loss, "inputs": inputs}}
+
+
+def language_model_info(model: nn.Module, params: Any, tokenizer_json: dict, dataset: str,
+                        default_prompt: str) -> dict[str, Any]:
+    return {**_base("language_model", model, params, dataset), "tokenizer": tokenizer_json,
+            "language_model": {"context": getattr(model, "max_len", None), "default_prompt": default_prompt}}
+
+
+def seq2seq_info(model: nn.Module, params: Any, task: str, chars: str, pad: int, bos: int, eos: int,
+                 max_target_tokens: int) -> dict[str, Any]:
+    """Sources and targets are strings over `chars` (ids 3..), with PAD/BOS/EOS ids below them."""
+    return {**_base("seq2seq", model, params, f"generated:{task}"), "seq2seq": {
+        "task": task, "chars": chars, "pad": pad, "bos": bos, "eos": eos, "first_char_id": 3,
+        "max_target_tokens": max_target_tokens}}
+
+
+def diffusion_info(model: nn.Module, params: Any, dataset: str, image_shape: tuple[int, int, int],
+                   schedule: str, timesteps: int, class_names: list[str], class_prompts: list[str],
+                   max_prompt_bytes: int) -> dict[str, Any]:
+    """A text-conditioned denoiser sampled from its EMA params; prompts are UTF-8 bytes after a
+    start token (jaxdl.data.captions)."""
+    return {**_base("diffusion", model, params, dataset, params_key="ema"), "diffusion": {
+        "image_shape": list(image_shape), "schedule": schedule, "timesteps": timesteps,
+        "class_names": list(class_names), "class_prompts": list(class_prompts),
+        "prompt_format": "utf-8 bytes + 2 after a start token (1), pad 0", "max_prompt_bytes": max_prompt_bytes}}
