@@ -1,0 +1,209 @@
+"""The `jaxdl` command: use what a run trained. One subcommand per use, each with --help.
+
+    jaxdl info WORKDIR                          what the run is: family, model, data, steps, metrics
+    jaxdl predict WORKDIR IMAGE...              top classes of image files (--json: one object a line)
+    jaxdl generate WORKDIR --prompt TEXT        continue text with a language model
+    jaxdl transduce WORKDIR SOURCE...           an encoder-decoder's greedy outputs
+    jaxdl sample WORKDIR --prompt TEXT          draw images from a text-to-image diffusion run
+    jaxdl export WORKDIR --out FILE             the forward pass as a jax.export artifact
+    jaxdl train FAMILY [FLAGS]                  run experiments/FAMILY.py (cnn, mlp, rnn, transformer, diffusion)
+
+A thin layer over `jaxdl.load`. Bad input ends with one line on stderr and exit status 2, and
+never changes the workdir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import runpy
+import sys
+from typing import Sequence
+
+from jaxdl import runtime
+from jaxdl.cli import _OneLineParser, run
+from jaxdl.errors import UsageError
+
+EXPERIMENTS = ("cnn", "mlp", "rnn", "transformer", "diffusion")
+
+
+def _load(args: argparse.Namespace, family: str | tuple[str, ...], use: str):
+    runtime.configure_xla()  # before jax is imported
+    import jaxdl
+
+    trained = jaxdl.load(args.workdir, _checkpoint(args.checkpoint))
+    families = (family,) if isinstance(family, str) else family
+    if trained.family not in families:
+        raise UsageError(f"{use} is for {_families(families)} runs; {args.workdir} "
+                         f"is a {trained.family.replace('_', ' ')} run (see jaxdl info {args.workdir})")
+    return trained
+
+
+def _families(families: tuple[str, ...]) -> str:
+    names = [f.replace("_", " ") for f in families]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def _checkpoint(text: str) -> str | int:
+    if text in ("best", "latest"):
+        return text
+    if text.isdigit():
+        return int(text)
+    raise UsageError(f"--checkpoint must be best, latest or a step number, got {text!r}")
+
+
+def _read_json(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path} cannot be read ({type(e).__name__})") from None
+
+
+def info(args: argparse.Namespace) -> None:
+    """Reads only JSON files: no jax, instant."""
+    model = _read_json(os.path.join(args.workdir, "model.json"))
+    if model is None:
+        raise UsageError(f"{args.workdir} has no model.json: not a trained jaxdl run")
+    summary = _read_json(os.path.join(args.workdir, "summary.json")) or {}
+    ckpt_dir = model.get("checkpoints", {}).get("directory") or os.path.join(args.workdir, "checkpoints")
+    steps = sorted(int(s) for s in os.listdir(ckpt_dir) if s.isdigit()) if os.path.isdir(ckpt_dir) else []
+    if args.json:
+        print(json.dumps({"model": model, "summary": summary, "checkpoints": steps}))
+        return
+    fields = ", ".join(f"{k}={v}" for k, v in model["model"]["fields"].items())
+    print(f"{args.workdir}: {model['family'].replace('_', ' ')}, {model['model']['class']}({fields})")
+    print(f"  parameters  {model['num_params']:,}" + (f" x {model['members']} models" if model.get("members", 1) > 1 else ""))
+    print(f"  dataset     {model['dataset']}")
+    print(f"  steps       {summary.get('steps', steps[-1] if steps else 0)}"
+          + (f" (checkpoints at {', '.join(map(str, steps))})" if steps else " (no checkpoint yet)"))
+    for key, value in summary.items():
+        if key.startswith(("test_", "val_", "sample_accuracy", "frechet", "exact_match", "token_accuracy")) and \
+                isinstance(value, (int, float)):
+            print(f"  {key:<11} {value:.6g}")
+
+
+def predict(args: argparse.Namespace) -> None:
+    if args.top_k < 1:
+        raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
+    model = _load(args, "classifier", "jaxdl predict")
+    probs = model.predict_files(args.images)
+    names = model.class_names
+    for path, p in zip(args.images, probs):
+        best = [int(i) for i in p.argsort()[::-1][:args.top_k]]
+        if args.json:
+            print(json.dumps({"file": path, "class": names[best[0]], "index": best[0],
+                              "probabilities": [round(float(x), 6) for x in p]}))
+        else:
+            print(f"{path}: " + ", ".join(f"{names[i]} ({p[i]:.3f})" for i in best))
+
+
+def generate(args: argparse.Namespace) -> None:
+    model = _load(args, "language_model", "jaxdl generate")
+    text = model.generate(args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed)
+    print(f"{args.prompt}{text}")
+
+
+def transduce(args: argparse.Namespace) -> None:
+    model = _load(args, "seq2seq", "jaxdl transduce")
+    for source, out in zip(args.sources, model.transduce(args.sources)):
+        print(f"{source} -> {out}")
+
+
+def sample(args: argparse.Namespace) -> None:
+    from jaxdl.data.captions import parse_prompts
+
+    prompts = parse_prompts(args.prompt)
+    folder = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise UsageError(f"--out {args.out}: cannot write there (no such folder, or not writable)")
+    model = _load(args, "diffusion", "jaxdl sample")
+    images = model.sample(prompts, args.num, args.guidance, args.steps, args.eta, args.seed, args.sampler)
+    from jaxdl import plots
+
+    plots.sample_grid(images, prompts, args.out)
+    print(f"{len(prompts)} x {args.num} images: {args.out}")
+
+
+def export(args: argparse.Namespace) -> None:
+    from jaxdl.inference.export import export as write
+
+    platforms = tuple(p.strip() for p in args.platforms.split(",") if p.strip())
+    model = _load(args, ("classifier", "language_model", "vector"), "jaxdl export")
+    meta = write(model, args.out, platforms)
+    print(f"{args.out} ({meta['family'].replace('_', ' ')}, input {meta['input']['shape']}, platforms "
+          f"{', '.join(meta['platforms'])}) and {args.out}.json")
+
+
+def train(args: argparse.Namespace, rest: list[str]) -> None:
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments",
+                          f"{args.family}.py")
+    if not os.path.isfile(script):
+        raise UsageError(f"{script} is not there: jaxdl train needs the source checkout (pip install -e .)")
+    sys.argv = [script, *rest]
+    runpy.run_path(script, run_name="__main__")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _OneLineParser(prog="jaxdl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_OneLineParser, metavar="COMMAND")
+
+    def command(name: str, help: str, workdir: bool = True) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help, description=help)
+        if workdir:
+            c.add_argument("workdir", help="a run's --workdir (it holds model.json and checkpoints/)")
+            c.add_argument("--checkpoint", default="best", help="best (by the run's test metric), latest, or a step")
+        return c
+
+    c = command("info", "what a run is: family, model, parameters, dataset, steps, final metrics")
+    c.add_argument("--json", action="store_true", help="model.json, summary.json and the checkpoint steps as JSON")
+    c = command("predict", "classify image files (PNG, JPEG, ...) with an image classifier run")
+    c.add_argument("images", nargs="+", help="image files; any size, grey or RGB")
+    c.add_argument("--top-k", type=int, default=3, help="classes shown per image (default 3)")
+    c.add_argument("--json", action="store_true", help="one JSON object a line: file, class, index, probabilities")
+    c = command("generate", "continue a prompt with a language-model run")
+    c.add_argument("--prompt", default="", help="text to continue (default: a newline)")
+    c.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default 200)")
+    c.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    c.add_argument("--top-k", type=int, default=0, help="sample from the k likeliest tokens; 0 = all")
+    c.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass; 1 = all")
+    c.add_argument("--seed", type=int, default=0, help="random seed of the draw")
+    c = command("transduce", "run an encoder-decoder (seq2seq) run on source strings")
+    c.add_argument("sources", nargs="+", help="source strings, e.g. 0123 or 907+310")
+    c = command("sample", "draw images from a text-to-image diffusion run")
+    c.add_argument("--prompt", required=True, help="prompts separated by '|', e.g. \"a handwritten seven|the digit 3\"")
+    c.add_argument("--num", type=int, default=8, help="images per prompt (default 8)")
+    c.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance weight (default 1)")
+    c.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
+    c.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 = DDPM's")
+    c.add_argument("--sampler", default="ddim", help="ddim or ddpm (every step)")
+    c.add_argument("--seed", type=int, default=0, help="random seed")
+    c.add_argument("--out", default="samples.png", help="the grid, one row per prompt (default samples.png)")
+    c = command("export", "write the forward pass as a jax.export artifact (+ FILE.json) that needs only jax")
+    c.add_argument("--out", required=True, help="the serialized function; its description goes to FILE.json")
+    c.add_argument("--platforms", default="cpu,cuda,tpu", help="lower for these (default cpu,cuda,tpu)")
+    c = command("train", "train: runs experiments/FAMILY.py with the flags that follow", workdir=False)
+    c.add_argument("family", choices=EXPERIMENTS, help=" | ".join(EXPERIMENTS))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+
+    def dispatch(argv: Sequence[str] | None) -> None:
+        argv = list(argv or [])
+        if argv[:1] == ["train"] and len(argv) > 1 and argv[1] not in ("-h", "--help"):
+            args, rest = parser().parse_known_args(argv[:2])
+            return train(args, argv[2:])
+        args = parser().parse_args(argv)
+        {"info": info, "predict": predict, "generate": generate, "transduce": transduce, "sample": sample,
+         "export": export}[args.command](args)
+
+    run(dispatch, argv)
+
+
+if __name__ == "__main__":
+    main()
