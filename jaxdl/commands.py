@@ -90,7 +90,7 @@ def predict(args: argparse.Namespace) -> None:
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     model = _load(args, "classifier", "jaxdl predict")
-    probs = model.predict_files(args.images)
+    probs = model.predict_files(args.images, args.invert, args.crop)
     names = model.class_names
     for path, p in zip(args.images, probs):
         best = [int(i) for i in p.argsort()[::-1][:args.top_k]]
@@ -163,6 +163,8 @@ def parser() -> argparse.ArgumentParser:
     c = command("predict", "classify image files (PNG, JPEG, ...) with an image classifier run")
     c.add_argument("images", nargs="+", help="image files; any size, grey or RGB")
     c.add_argument("--top-k", type=int, default=3, help="classes shown per image (default 3)")
+    c.add_argument("--invert", action="store_true", help="dark ink on light paper (digits and MNIST are light on dark)")
+    c.add_argument("--crop", action="store_true", help="cut each image to its ink, centred in a square (as digits were)")
     c.add_argument("--json", action="store_true", help="one JSON object a line: file, class, index, probabilities")
     c = command("generate", "continue a prompt with a language-model run")
     c.add_argument("--prompt", default="", help="text to continue (default: a newline)")

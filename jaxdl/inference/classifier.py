@@ -48,6 +48,21 @@ def as_batch(images: Any) -> np.ndarray:
     return x
 
 
+def crop_to_ink(x_HWC: np.ndarray, threshold: float = 0.1) -> np.ndarray:
+    """The smallest square around the pixels brighter than `threshold` x the brightest, the ink
+    centred on a dark background (how scikit-learn's digits were framed); unchanged if all dark."""
+    grey = x_HWC.mean(-1)
+    ys, xs = np.nonzero(grey > threshold * grey.max()) if grey.max() > 0 else ((), ())
+    if not len(ys):
+        return x_HWC
+    ink = x_HWC[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    h, w, c = ink.shape
+    side = max(h, w)
+    square = np.zeros((side, side, c), x_HWC.dtype)
+    square[(side - h) // 2:(side - h) // 2 + h, (side - w) // 2:(side - w) // 2 + w] = ink
+    return square
+
+
 def read_image(path: str) -> np.ndarray:
     """One image file as uint8 (H, W, C): grey files stay 1-channel, others are RGB."""
     from PIL import Image
@@ -84,11 +99,18 @@ class Classifier(Trained):
 
         return jax.jit(logits)
 
-    def to_training_images(self, images: Any) -> np.ndarray:
-        """Pixels (N, H, W, C) at the training data's size and channels (still 0..255 floats)."""
+    def to_training_images(self, images: Any, invert: bool = False, crop: bool = False) -> np.ndarray:
+        """Pixels (N, H, W, C) at the training data's size and channels (still 0..255 floats).
+
+        invert: dark ink on a light background becomes light on dark (as digits and MNIST are);
+        crop: each image is cut to its ink and centred in a square first (`crop_to_ink`)."""
         c = self.info["classifier"]
         x = as_batch(images)
+        x = 255.0 - x if invert else x
         H, W = c["data_size"]
+        resize = lambda im: np.asarray(jax.image.resize(im, (H, W, im.shape[-1]), "bilinear", antialias=True))
+        if crop:
+            x = np.stack([resize(crop_to_ink(im)) for im in x])
         x = np.asarray(to_channels(jnp.asarray(x), c["data_channels"]))
         if x.shape[1:3] != (H, W):
             x = np.asarray(jax.image.resize(x, (len(x), H, W, x.shape[-1]), "bilinear", antialias=True))
@@ -103,17 +125,18 @@ class Classifier(Trained):
             out.append(np.asarray(self._logits_fn(self.params, chunk))[:min(batch_size, len(x) - lo)])
         return np.concatenate(out)
 
-    def logits(self, images: Any, batch_size: int = 256) -> np.ndarray:
-        """Logits (N, K), float32."""
-        return self._logits_of_pixels(self.to_training_images(images), batch_size)
+    def logits(self, images: Any, invert: bool = False, crop: bool = False, batch_size: int = 256) -> np.ndarray:
+        """Logits (N, K), float32 (see `to_training_images` for invert and crop)."""
+        return self._logits_of_pixels(self.to_training_images(images, invert, crop), batch_size)
 
-    def predict(self, images: Any, batch_size: int = 256) -> np.ndarray:
-        """Class probabilities (N, K), float32."""
-        return np.asarray(jax.nn.softmax(self.logits(images, batch_size), axis=-1))
+    def predict(self, images: Any, invert: bool = False, crop: bool = False, batch_size: int = 256) -> np.ndarray:
+        """Class probabilities (N, K), float32 (see `to_training_images` for invert and crop)."""
+        return np.asarray(jax.nn.softmax(self.logits(images, invert, crop, batch_size), axis=-1))
 
-    def predict_files(self, paths: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    def predict_files(self, paths: Sequence[str], invert: bool = False, crop: bool = False,
+                      batch_size: int = 256) -> np.ndarray:
         """Class probabilities (N, K) of image files (PNG, JPEG, ...), each brought to the training size."""
         if not len(paths):
             return np.zeros((0, len(self.class_names)), np.float32)
-        x = np.concatenate([self.to_training_images(read_image(p)) for p in paths])
+        x = np.concatenate([self.to_training_images(read_image(p), invert, crop) for p in paths])
         return np.asarray(jax.nn.softmax(self._logits_of_pixels(x, batch_size), axis=-1))

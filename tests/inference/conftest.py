@@ -1,0 +1,59 @@
+"""Tiny trained runs of every family, made once per session, shared by the inference tests."""
+
+import pytest
+
+from experiments import cnn, diffusion, mlp, rnn, transformer
+
+CNN = ["--image-size", "8", "--batch-size", "32", "--epochs", "2", "--log-every", "5"]
+RNN = ["--hidden", "16", "--embed", "8", "--layers", "1", "--seq-len", "16", "--batch-size", "8", "--steps", "6",
+       "--eval-every", "3", "--sample-length", "12", "--log-every", "2"]
+GPT = ["--arch", "lm", "--layers", "1", "--d-model", "16", "--heads", "2", "--seq-len", "16", "--batch-size", "4",
+       "--steps", "4", "--eval-every", "2", "--sample-length", "24", "--warmup-steps", "0", "--log-every", "2"]
+SEQ2SEQ = ["--arch", "seq2seq", "--task", "reverse", "--layers", "1", "--d-model", "16", "--heads", "2",
+           "--min-len", "1", "--max-len", "5", "--longer-by", "1", "--test-examples", "40", "--batch-size", "16",
+           "--steps", "30", "--eval-every", "15", "--warmup-steps", "0", "--log-every", "5"]
+DIFFUSION = ["--channels", "8", "--levels", "1", "--blocks", "1", "--heads", "2", "--text-layers", "1",
+             "--text-width", "16", "--batch-size", "16", "--timesteps", "50", "--sample-steps", "3",
+             "--num-samples", "2", "--judge-epochs", "1", "--steps", "4", "--eval-every", "2", "--log-every", "2",
+             "--lr-schedule", "constant", "--warmup-steps", "0"]
+
+
+def _train(tmp_path_factory, name, main, argv):
+    workdir = tmp_path_factory.mktemp(name)
+    summary = main([*argv, "--workdir", str(workdir)])
+    return workdir, summary
+
+
+@pytest.fixture(scope="session")
+def cnn_run(tmp_path_factory):
+    return _train(tmp_path_factory, "cnn", cnn.main, CNN)
+
+
+@pytest.fixture(scope="session")
+def rnn_run(tmp_path_factory):
+    return _train(tmp_path_factory, "rnn", rnn.main, RNN)
+
+
+@pytest.fixture(scope="session")
+def gpt_run(tmp_path_factory):
+    return _train(tmp_path_factory, "gpt", transformer.main, GPT)
+
+
+@pytest.fixture(scope="session")
+def seq2seq_run(tmp_path_factory):
+    return _train(tmp_path_factory, "seq2seq", transformer.main, SEQ2SEQ)
+
+
+@pytest.fixture(scope="session")
+def diffusion_run(tmp_path_factory):
+    return _train(tmp_path_factory, "diffusion", diffusion.main, DIFFUSION)
+
+
+@pytest.fixture(scope="session")
+def xor_run(tmp_path_factory):
+    return _train(tmp_path_factory, "xor", mlp.main, ["--task", "xor", "--epochs", "3"])
+
+
+@pytest.fixture(scope="session")
+def digits_mlp_run(tmp_path_factory):
+    return _train(tmp_path_factory, "digits_mlp", mlp.main, ["--task", "digits", "--epochs", "2", "--ensemble", "2"])
