@@ -28,8 +28,20 @@ from jaxdl.errors import UsageError
 EXPERIMENTS = ("cnn", "mlp", "rnn", "transformer", "diffusion")
 
 
+def _start_jax() -> None:
+    """XLA flags before jax is imported; compiled programs cached on disk, so the second `jaxdl
+    predict` on a run skips compilation (JAXDL_CACHE names the folder; empty turns it off)."""
+    runtime.configure_xla()
+    import jax
+
+    cache = os.environ.get("JAXDL_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "jaxdl", "xla"))
+    if cache and jax.config.jax_compilation_cache_dir is None:
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
 def _load(args: argparse.Namespace, family: str | tuple[str, ...], use: str):
-    runtime.configure_xla()  # before jax is imported
+    _start_jax()
     import jaxdl
 
     trained = jaxdl.load(args.workdir, _checkpoint(args.checkpoint))

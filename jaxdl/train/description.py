@@ -66,7 +66,7 @@ def check(workdir: str, description: dict) -> None:
     diff = differences({k: v for k, v in saved.items() if k in description}, plain(description))
     if diff:
         more = f" (and {len(diff) - 3} more)" if len(diff) > 3 else ""
-        raise UsageError(f"--workdir {workdir} holds another model ({'; '.join(diff[:3])}{more}): use the same "
+        raise UsageError(f"--workdir {workdir} holds a different model ({'; '.join(diff[:3])}{more}): use the same "
                          "settings or a new --workdir")
 
 
