@@ -1,22 +1,35 @@
 """The pictures: training curves, confusion matrices, sample grids.
 
-Matplotlib with the Agg backend (no screen needed); of jaxdl it imports only `runtime.is_primary`:
-in a multi-process run, process 0 alone draws.
+Matplotlib with the Agg backend (no screen needed), imported on the first picture (it takes a
+large part of a second, which `jaxdl` commands that draw nothing need not pay); of jaxdl it imports
+only `runtime.is_primary`: in a multi-process run, process 0 alone draws.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from jaxdl.runtime import is_primary
 
-from jaxdl.runtime import is_primary  # noqa: E402
+
+@functools.cache
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
+
+    return matplotlib.pyplot
+
+
+def _max_n_locator(**kw):
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(**kw)
 
 
 def _epoch_series(events: list[dict], split: str, key: str, x_key: str = "epoch") -> tuple[list[int], list[float]]:
@@ -36,14 +49,14 @@ def curves(metrics_jsonl: str, out_png: str, keys: tuple[str, ...] = ("loss", "a
     keys = tuple(k for k in keys if any(k in e for e in events))
     if not keys:
         return
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
+    fig, axes = _pyplot().subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for split in ("train", "test"):
             x, y = _epoch_series(events, split, key, x_key)
             if x:
                 ax.plot(x, y, marker="o", label=split)
         ax.set_xlabel(x_key)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(_max_n_locator(integer=True))
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -55,7 +68,7 @@ def confusion_matrix(cm: np.ndarray, class_names: list[str], out_png: str) -> No
     from sklearn.metrics import ConfusionMatrixDisplay
 
     n = len(class_names)
-    fig, ax = plt.subplots(figsize=(max(5, 0.45 * n + 2), max(4.5, 0.45 * n + 1.5)))
+    fig, ax = _pyplot().subplots(figsize=(max(5, 0.45 * n + 2), max(4.5, 0.45 * n + 1.5)))
     ConfusionMatrixDisplay(cm, display_labels=class_names).plot(
         ax=ax, cmap="Blues", colorbar=False, include_values=n <= 20, xticks_rotation="vertical" if n > 10 else "horizontal")
     ax.set_title("confusion matrix (rows: true, columns: predicted)")
@@ -68,7 +81,7 @@ def decision_boundary(predict, x_N2: np.ndarray, y_N: np.ndarray, out_png: str, 
     lo, hi = x_N2.min(0) - 0.5, x_N2.max(0) + 0.5
     g0, g1 = np.meshgrid(np.linspace(lo[0], hi[0], 200), np.linspace(lo[1], hi[1], 200))
     p = np.asarray(predict(np.stack([g0.ravel(), g1.ravel()], 1).astype(np.float32))).reshape(g0.shape)
-    fig, ax = plt.subplots(figsize=(4.5, 4))
+    fig, ax = _pyplot().subplots(figsize=(4.5, 4))
     im = ax.contourf(g0, g1, p, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.8)
     ax.contour(g0, g1, p, levels=[0.5], colors="k", linewidths=1.5)
     ax.scatter(x_N2[:, 0], x_N2[:, 1], c=y_N, cmap="RdBu_r", edgecolors="k", s=120, vmin=0, vmax=1)
@@ -80,7 +93,7 @@ def decision_boundary(predict, x_N2: np.ndarray, y_N: np.ndarray, out_png: str, 
 
 def function_fit(x: np.ndarray, target: np.ndarray, fitted: np.ndarray, out_png: str, title: str = "") -> None:
     """A fitted 1-D function against its target."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = _pyplot().subplots(figsize=(6, 3.5))
     ax.plot(x, target, "k--", label="target")
     ax.plot(x, fitted, label="model")
     ax.set_xlabel("x")
@@ -93,7 +106,7 @@ def function_fit(x: np.ndarray, target: np.ndarray, fitted: np.ndarray, out_png:
 
 def compare_curves(runs: dict[str, str], out_png: str, key: str = "loss") -> None:
     """Train `key` per epoch of several runs (name -> metrics.jsonl), on one log-scale axis."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _pyplot().subplots(figsize=(6, 4))
     for name, path in runs.items():
         with open(path) as f:
             events = [json.loads(line) for line in f if line.strip()]
@@ -101,7 +114,7 @@ def compare_curves(runs: dict[str, str], out_png: str, key: str = "loss") -> Non
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"train {key}")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(_max_n_locator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -114,7 +127,7 @@ def sample_grid(images_PNHWC: np.ndarray, row_titles: list[str], out_png: str, m
     cols = min(N, max_columns)
     label_in = 0.07 * max(len(t) for t in row_titles) + 0.2  # room for the prompts, in inches
     width = 0.8 * cols + label_in
-    fig, axes = plt.subplots(P, cols, figsize=(width, 0.8 * P + 0.3), squeeze=False)
+    fig, axes = _pyplot().subplots(P, cols, figsize=(width, 0.8 * P + 0.3), squeeze=False)
     for r in range(P):
         for c in range(cols):
             ax = axes[r, c]
@@ -130,10 +143,10 @@ def sample_grid(images_PNHWC: np.ndarray, row_titles: list[str], out_png: str, m
 
 def _save(fig, out_png: str) -> None:
     if not is_primary():
-        plt.close(fig)
+        _pyplot().close(fig)
         return
     os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
     tmp = out_png + ".tmp.png"
     fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    _pyplot().close(fig)
     os.replace(tmp, out_png)
