@@ -129,7 +129,8 @@ def main(argv=None) -> dict:
                 steady.append(time.perf_counter() - t)
             command = wall([*jaxdl_command(), "generate", runs[name], "--max-new-tokens", str(args.new_tokens)],
                            args.repeats)
-            generation[name] = {"model": repr(model), "first_call_s": first,
+            label = f"{model.info['model']['class']}, {model.num_params:,} parameters"
+            generation[name] = {"model": label, "first_call_s": first,
                                 "tokens_per_s": args.new_tokens / statistics.median(steady), "command_s": command}
         png = os.path.join(folder, "one.png")
         from PIL import Image
@@ -139,18 +140,20 @@ def main(argv=None) -> dict:
         Image.fromarray(load_digits().test.images[0, :, :, 0]).save(png)
         startup = {"predict_s": wall([*jaxdl_command(), "predict", runs["cnn"], png], args.repeats),
                    "info_s": wall([*jaxdl_command(), "info", runs["cnn"]], args.repeats)}
-        cnn_model = repr(jaxdl.load(runs["cnn"]))
+        loaded = jaxdl.load(runs["cnn"])
+        cnn_model = f"{loaded.info['model']['class']} ({loaded.num_params:,} parameters)"
 
     dev = jax.devices()[0]
     print(f"\njaxdl {jaxdl.__version__}, jax {jax.__version__}, {dev.platform} ({os.cpu_count()} cores)\n")
-    print(f"| {cnn_model.split(',')[0]}, {cnn['images']} images | seconds |\n|---|---:|")
-    print(f"| import jaxdl + jax | {cnn['import_s']:.2f} |\n| jaxdl.load | {cnn['load_s']:.2f} |")
+    print(f"| {cnn_model}, {cnn['images']} images | seconds |\n|---|---:|")
+    print(f"| `import jaxdl` (imports no jax) | {cnn['import_s']:.2f} |")
+    print(f"| `jaxdl.load` (jax imported, model.json read, params restored) | {cnn['load_s']:.2f} |")
     print(f"| first predict (compile included) | {cnn['first_predict_s']:.2f} |")
     print(f"| steady predict | {cnn['steady_predict_s']:.3f} ({cnn['images'] / cnn['steady_predict_s']:,.0f} images/s) |")
     print(f"\n| generate {args.new_tokens} tokens | first call s | tokens/s (steady) | `jaxdl generate` wall s |")
     print("|---|---:|---:|---:|")
     for name, g in generation.items():
-        print(f"| {name}: {g['model'].split(',')[0]}, {g['model'].split(',')[1].strip()} | {g['first_call_s']:.2f} | "
+        print(f"| {name}: {g['model']} | {g['first_call_s']:.2f} | "
               f"{g['tokens_per_s']:,.0f} | {g['command_s']:.2f} |")
     print(f"\n`jaxdl predict` on one image: {startup['predict_s']:.2f} s wall; `jaxdl info`: {startup['info_s']:.2f} s")
     figures = {"config": vars(args), "predict": cnn, "generate": generation, "startup": startup,

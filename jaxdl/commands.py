@@ -163,14 +163,15 @@ def parser() -> argparse.ArgumentParser:
     p = _OneLineParser(prog="jaxdl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_OneLineParser, metavar="COMMAND")
 
-    def command(name: str, help: str, workdir: bool = True) -> argparse.ArgumentParser:
+    def command(name: str, help: str, workdir: bool = True, checkpoint: bool = True) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help, description=help)
         if workdir:
             c.add_argument("workdir", help="a run's --workdir (it holds model.json and checkpoints/)")
+        if workdir and checkpoint:
             c.add_argument("--checkpoint", default="best", help="best (by the run's test metric), latest, or a step")
         return c
 
-    c = command("info", "what a run is: family, model, parameters, dataset, steps, final metrics")
+    c = command("info", "what a run is: family, model, parameters, dataset, steps, final metrics", checkpoint=False)
     c.add_argument("--json", action="store_true", help="model.json, summary.json and the checkpoint steps as JSON")
     c = command("predict", "classify image files (PNG, JPEG, ...) with an image classifier run")
     c.add_argument("images", nargs="+", help="image files; any size, grey or RGB")

@@ -18,42 +18,22 @@ DIFFUSION = ["--channels", "8", "--levels", "1", "--blocks", "1", "--heads", "2"
              "--lr-schedule", "constant", "--warmup-steps", "0"]
 
 
-def _train(tmp_path_factory, name, main, argv):
-    workdir = tmp_path_factory.mktemp(name)
-    summary = main([*argv, "--workdir", str(workdir)])
-    return workdir, summary
+RUNS = {"cnn": (cnn.main, CNN), "rnn": (rnn.main, RNN), "gpt": (transformer.main, GPT),
+        "seq2seq": (transformer.main, SEQ2SEQ), "diffusion": (diffusion.main, DIFFUSION),
+        "xor": (mlp.main, ["--task", "xor", "--epochs", "3"]),
+        "digits_mlp": (mlp.main, ["--task", "digits", "--epochs", "2", "--ensemble", "2"])}
 
 
-@pytest.fixture(scope="session")
-def cnn_run(tmp_path_factory):
-    return _train(tmp_path_factory, "cnn", cnn.main, CNN)
+def _run_fixture(name):
+    """A session fixture: (workdir, summary) of the `name` run, trained on first use."""
+
+    @pytest.fixture(scope="session", name=f"{name}_run")
+    def trained(tmp_path_factory):
+        main, argv = RUNS[name]
+        workdir = tmp_path_factory.mktemp(name)
+        return workdir, main([*argv, "--workdir", str(workdir)])
+
+    return trained
 
 
-@pytest.fixture(scope="session")
-def rnn_run(tmp_path_factory):
-    return _train(tmp_path_factory, "rnn", rnn.main, RNN)
-
-
-@pytest.fixture(scope="session")
-def gpt_run(tmp_path_factory):
-    return _train(tmp_path_factory, "gpt", transformer.main, GPT)
-
-
-@pytest.fixture(scope="session")
-def seq2seq_run(tmp_path_factory):
-    return _train(tmp_path_factory, "seq2seq", transformer.main, SEQ2SEQ)
-
-
-@pytest.fixture(scope="session")
-def diffusion_run(tmp_path_factory):
-    return _train(tmp_path_factory, "diffusion", diffusion.main, DIFFUSION)
-
-
-@pytest.fixture(scope="session")
-def xor_run(tmp_path_factory):
-    return _train(tmp_path_factory, "xor", mlp.main, ["--task", "xor", "--epochs", "3"])
-
-
-@pytest.fixture(scope="session")
-def digits_mlp_run(tmp_path_factory):
-    return _train(tmp_path_factory, "digits_mlp", mlp.main, ["--task", "digits", "--epochs", "2", "--ensemble", "2"])
+cnn_run, rnn_run, gpt_run, seq2seq_run, diffusion_run, xor_run, digits_mlp_run = map(_run_fixture, RUNS)
