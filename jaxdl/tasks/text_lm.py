@@ -142,8 +142,8 @@ def _with_tokenizer_of(init_from: str, data: TextData) -> TextData:
     try:
         train, valid = (tokenizer.encode(data.tokenizer.decode(ids)) for ids in (data.train, data.valid))
     except UsageError:
-        print(f"{data.name} has characters {init_from}'s vocabulary lacks: a new vocabulary, and the layers "
-              "that depend on it start fresh")
+        print(f"{data.name} has characters {init_from}'s vocabulary lacks: a new vocabulary (the characters "
+              "both know keep their trained rows)")
         return data
     print(f"{data.name} in the vocabulary of {init_from} ({tokenizer.vocab_size} tokens)")
     return TextData(data.name, tokenizer, train, valid, data.valid_chars)

@@ -1,10 +1,11 @@
 """Fine-tuning: start a new run from another run's best params (`--init-from WORKDIR`).
 
-Every array whose path and shape match is taken from the trained run; the others (a head for
-another number of classes, embeddings for another vocabulary) keep their fresh initialisation and
-are named. Where the classes or the tokenizer differ but the shapes happen to agree, the arrays
-that depend on them are re-initialised all the same (found by building the model with one more
-class or token and seeing which shapes move). A run of another model class is refused.
+Every array whose path and shape match is taken from the trained run. Arrays indexed by the run's
+labels (a classifier head's classes, a language model's embedding and output rows) are matched
+label by label: a class or character both runs know keeps its trained row, a new one starts fresh,
+whether or not the counts agree. Which arrays, and along which axis, is found by building the
+model with one more label and seeing which shapes move. Anything else that does not fit keeps its
+fresh initialisation; all of it is named. A run of another model class is refused.
 """
 
 from __future__ import annotations
@@ -13,44 +14,56 @@ from typing import Any, Callable
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from jaxdl.errors import UsageError
 from jaxdl.train.description import load_params, read_info
 
-# where each family keeps what its head's (or embedding's) rows mean, and the model field sizing them
-_LABELS = {"classifier": (("classifier", "class_names"), ("num_classes", "out")),
-           "language_model": (("tokenizer",), ("vocab_size",))}
+# the model field that counts each family's labels
+_COUNT_FIELDS = {"classifier": ("num_classes", "out"), "language_model": ("vocab_size",)}
 
 
 def _path(keypath: tuple) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in keypath)
 
 
-def _labels(info: dict) -> Any:
-    keys, _ = _LABELS.get(info["family"], ((), ()))
-    value: Any = info if keys else None
-    for k in keys:
-        value = value.get(k) if isinstance(value, dict) else None
-    return value
+def labels(info: dict) -> list[str] | None:
+    """What each output row means, in order: class names, or a tokenizer's tokens."""
+    if info["family"] == "classifier":
+        return list(info["classifier"]["class_names"])
+    tokenizer = info.get("tokenizer")
+    if tokenizer is None:
+        return None
+    return list(tokenizer["chars"]) if tokenizer["kind"] == "char" else [str(b) for b in range(256)]
 
 
-def dependent_arrays(model: nn.Module, init: Callable[[nn.Module], Any], family: str) -> set[str]:
-    """Paths of the arrays whose shape follows the family's label count (classes or vocabulary)."""
-    fields = [f for f in _LABELS.get(family, ((), ()))[1] if hasattr(model, f)]
+def label_axes(model: nn.Module, init: Callable[[nn.Module], Any], family: str) -> dict[str, int]:
+    """{path: axis} of the arrays with an axis as long as the family's label count."""
+    fields = [f for f in _COUNT_FIELDS.get(family, ()) if hasattr(model, f)]
     if not fields:
-        return set()
+        return {}
     grown = model.clone(**{fields[0]: getattr(model, fields[0]) + 1})
-    a = jax.tree_util.tree_leaves_with_path(jax.eval_shape(lambda: init(model)))
-    b = dict(jax.tree_util.tree_leaves_with_path(jax.eval_shape(lambda: init(grown))))
-    b = {_path(p): x.shape for p, x in b.items()}
-    return {_path(p) for p, x in a if b.get(_path(p)) != x.shape}
+    shapes = lambda m: {_path(p): x.shape for p, x in jax.tree_util.tree_leaves_with_path(jax.eval_shape(lambda: init(m)))}
+    a, b = shapes(model), shapes(grown)
+    return {p: next(i for i, (m, n) in enumerate(zip(s, b[p])) if m != n) for p, s in a.items() if b.get(p) != s}
+
+
+def _remap(fresh: jax.Array, trained: jax.Array, axis: int, rows: list[int | None]) -> jax.Array:
+    """`fresh` with each row i along `axis` replaced by `trained`'s row rows[i] where there is one."""
+    out = np.array(fresh)
+    src = np.asarray(trained)
+    for i, j in enumerate(rows):
+        if j is not None:
+            np.moveaxis(out, axis, 0)[i] = np.moveaxis(src, axis, 0)[j]
+    return jnp.asarray(out, fresh.dtype)
 
 
 def warm_start(init_from: str, params: Any, info: dict, init: Callable[[nn.Module], Any] | None = None,
                model: nn.Module | None = None) -> Any:
-    """`params` with every array of `init_from`'s best checkpoint that fits; `info` is this run's
+    """`params` with everything of `init_from`'s best checkpoint that fits; `info` is this run's
     model.json (its family and model class must match); `init(model) -> params` (with `model`) lets
-    arrays tied to changed classes or vocabulary be found. No-op for an empty `init_from`."""
+    the arrays indexed by labels be matched label by label. No-op for an empty `init_from`."""
     if not init_from:
         return params
     source = read_info(init_from)
@@ -59,24 +72,31 @@ def warm_start(init_from: str, params: Any, info: dict, init: Callable[[nn.Modul
         raise UsageError(f"--init-from {init_from} is a {source['family']} run ({theirs}); this run trains a "
                          f"{info['family']} ({ours}): start from a run of the same model")
     trained, step = load_params(init_from, source, "best")
-    changed = set()
-    if _labels(source) != _labels(info) and init is not None and model is not None:
-        changed = dependent_arrays(model, init, info["family"])
+    old, new = labels(source), labels(info)
+    axes = label_axes(model, init, info["family"]) if old != new and init is not None and model is not None else {}
+    rows = [old.index(x) if x in old else None for x in new] if axes else []
     found = {_path(p): x for p, x in jax.tree_util.tree_leaves_with_path(trained)}
-    kept, fresh = 0, []
+    taken, partly, fresh = 0, [], []
 
     def take(keypath, x):
-        nonlocal kept
+        nonlocal taken
         path = _path(keypath)
         y = found.get(path)
-        if y is not None and y.shape == x.shape and path not in changed:
-            kept += 1
-            return jax.numpy.asarray(y, x.dtype)
-        fresh.append(f"{path} {tuple(x.shape)}" + (f" (trained {tuple(y.shape)})" if y is not None and
-                                                    y.shape != x.shape else ""))
+        if path in axes and y is not None and y.ndim == x.ndim and y.shape[axes[path]] == len(old) and all(
+                a == b for i, (a, b) in enumerate(zip(x.shape, y.shape)) if i != axes[path]):
+            kept = sum(r is not None for r in rows)
+            partly.append(f"{path} ({kept} of {len(rows)} rows)")
+            return _remap(x, y, axes[path], rows)
+        if y is not None and y.shape == x.shape and path not in axes:
+            taken += 1
+            return jnp.asarray(y, x.dtype)
+        fresh.append(f"{path} {tuple(x.shape)}" + (f" (trained {tuple(y.shape)})" if y is not None else ""))
         return x
 
     params = jax.tree_util.tree_map_with_path(take, params)
-    print(f"Initialised from {init_from} (step {step}): {kept} of {kept + len(fresh)} arrays"
-          + (f"; re-initialised (shape or meaning changed): {', '.join(fresh)}" if fresh else ""), flush=True)
+    total = taken + len(partly) + len(fresh)
+    print(f"Initialised from {init_from} (step {step}): {taken} of {total} arrays whole"
+          + (f"; by shared {'class' if info['family'] == 'classifier' else 'token'}: {', '.join(partly)}"
+             if partly else "")
+          + (f"; re-initialised: {', '.join(fresh)}" if fresh else ""), flush=True)
     return params

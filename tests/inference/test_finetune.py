@@ -34,26 +34,32 @@ def test_matching_arrays_come_from_the_run_and_a_new_head_starts_fresh(cnn_run, 
     params, info, init, model = _fresh(3, ["ant", "cat", "dog"])
     started = warm_start(str(cnn_run[0]), params, info, init, model)
     out = capsys.readouterr().out
-    assert "8 of 10 arrays" in out and "params/fc2/kernel (512, 3) (trained (512, 10))" in out
+    assert "8 of 10 arrays whole" in out and "params/fc2/kernel (0 of 3 rows)" in out
     np.testing.assert_array_equal(started["params"]["conv1"]["kernel"], trained["params"]["conv1"]["kernel"])
     np.testing.assert_array_equal(started["params"]["fc2"]["kernel"], params["params"]["fc2"]["kernel"])
 
 
-def test_a_head_for_other_classes_of_the_same_count_starts_fresh_too(cnn_run, capsys):
-    params, info, init, model = _fresh(10, list("abcdefghij"))  # ten classes, not the digits
+def test_head_rows_follow_the_class_names(cnn_run, capsys):
+    trained = latest_params(cnn_run[0])["params"]["fc2"]
+    params, info, init, model = _fresh(3, ["7", "3", "cat"])  # two digits the run knows, one it does not
+    started = warm_start(str(cnn_run[0]), params, info, init, model)["params"]["fc2"]
+    assert "params/fc2/kernel (2 of 3 rows)" in capsys.readouterr().out
+    np.testing.assert_array_equal(started["kernel"][:, :2], trained["kernel"][:, [7, 3]])
+    np.testing.assert_array_equal(started["bias"][2], params["params"]["fc2"]["bias"][2])
+    params, info, init, model = _fresh(10, list("abcdefghij"))  # ten classes, none of them the digits
     started = warm_start(str(cnn_run[0]), params, info, init, model)
-    assert "8 of 10 arrays" in capsys.readouterr().out
+    assert "params/fc2/bias (0 of 10 rows)" in capsys.readouterr().out
     np.testing.assert_array_equal(started["params"]["fc2"]["bias"], params["params"]["fc2"]["bias"])
     params, info, init, model = _fresh(10, [str(i) for i in range(10)])  # the same classes: all carry over
     warm_start(str(cnn_run[0]), params, info, init, model)
-    assert "10 of 10 arrays" in capsys.readouterr().out
+    assert "10 of 10 arrays whole" in capsys.readouterr().out
 
 
 def test_fine_tune_mynet_on_a_folder(cnn_run, tmp_path, capsys):
     root = write_folder(tmp_path / "imgs", per_class=12, size=20)
     summary = cnn.main([*CNN, "--batch-size", "8", "--epochs", "1", "--dataset", f"folder:{root}",
                         "--init-from", str(cnn_run[0]), "--workdir", str(tmp_path / "mine")])
-    assert "re-initialised" in capsys.readouterr().out and summary["steps"] == 4  # from step 0: 36 images / 8
+    assert "by shared class" in capsys.readouterr().out and summary["steps"] == 4  # from step 0: 36 images / 8
     info = json.loads((tmp_path / "mine" / "model.json").read_text())
     assert info["classifier"]["class_names"] == ["ant", "cat", "dog"] and info["model"]["fields"]["num_classes"] == 3
 
@@ -63,11 +69,11 @@ def test_fine_tune_a_language_model_on_a_text_file(rnn_run, tmp_path, capsys):
     text.write_text("To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 20)
     rnn.main([*RNN, "--dataset", f"text:{text}", "--init-from", str(rnn_run[0]), "--workdir", str(tmp_path / "a")])
     out = capsys.readouterr().out
-    assert "in the vocabulary of" in out and "7 of 7 arrays" in out  # Shakespeare's characters cover the text
+    assert "in the vocabulary of" in out and "7 of 7 arrays whole" in out  # Shakespeare's characters cover it
     text.write_text("\u00e9t\u00e9 \u00e0 Paris\n" * 200)  # characters the trained vocabulary lacks
     rnn.main([*RNN, "--dataset", f"text:{text}", "--init-from", str(rnn_run[0]), "--workdir", str(tmp_path / "b")])
     out = capsys.readouterr().out
-    assert "new vocabulary" in out and "re-initialised" in out and "params/embedding/embedding" in out
+    assert "new vocabulary" in out and "params/embedding/embedding (" in out and " rows)" in out
 
 
 def test_another_family_is_refused_and_nothing_is_written(rnn_run, tmp_path, capsys):
