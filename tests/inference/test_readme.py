@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import cnn, diffusion, mlp, rnn, transformer
+from experiments import cnn, diffusion, mlp, rnn, transformer, typed_digits
 from jaxdl import commands
 from jaxdl.data.images import load_digits
-from tests.data.test_images import write_folder
 from tests.inference.conftest import CNN, DIFFUSION, RNN, SEQ2SEQ
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXPERIMENTS = {"cnn.py": (cnn.main, CNN), "rnn.py": (rnn.main, RNN), "diffusion.py": (diffusion.main, DIFFUSION),
-               "transformer.py": (transformer.main, SEQ2SEQ), "mlp.py": (mlp.main, [])}
+               "transformer.py": (transformer.main, SEQ2SEQ), "mlp.py": (mlp.main, []),
+               "typed_digits.py": (typed_digits.main, ["--per-font", "1", "--size", "12"])}
 
 
 def blocks(kind: str) -> dict[str, str]:
@@ -39,8 +39,7 @@ def user_folder(tmp_path_factory, cnn_run, rnn_run, seq2seq_run, diffusion_run):
     paper = np.full((60, 40), 230, np.uint8)
     paper[10:42, 4:36] = 255 - np.kron(digit, np.ones((4, 4), np.uint8))
     Image.fromarray(paper).convert("RGB").save(home / "photo_of_a_digit.png")
-    write_folder(home / "my_digits", per_class=12, size=20)
-    (home / "my_story.txt").write_text("Once upon a time, a king had three daughters.\n" * 40)
+    shutil.copy(os.path.join(ROOT, "LICENSE"), home / "LICENSE")
     return home
 
 
