@@ -96,7 +96,7 @@ def main(argv=None) -> dict:
     example = next(eval_batches(test, 1))
     params = task.init(jax.random.key(cfg.seed), example)
     info = classifier_info(model, params, preprocess, data.name, data.class_names, data.train.images.shape[1:])
-    params = warm_start(cfg.init_from, params, info, model=model,
+    params = warm_start(cfg.warm_start_from(), params, info, model=model,
                         init=lambda m: ImageClassifier(m, preprocess).init(jax.random.key(cfg.seed), example))
     state = TrainState.create(params, optimizer, cfg.seed)
     result = fit(state, make_train_step(task.loss, optimizer),

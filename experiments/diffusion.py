@@ -183,7 +183,7 @@ def setup(cfg: Config) -> Setup:
     class_prompts = [phrasings[0] for phrasings in captions.captions(data.class_names)]
     info = diffusion_info(task.model, params, data.name, (size, size, C), cfg.schedule, cfg.timesteps,
                           data.class_names, class_prompts, cfg.max_prompt_bytes)
-    params = warm_start(cfg.init_from, params, info)
+    params = warm_start(cfg.warm_start_from(), params, info)
     state = TrainState.create(params, optimizer, cfg.seed, extras=ema_extras(params))
     return Setup(data, (size, size, C), task, optimizer, state, class_prompts, info)
 

@@ -71,6 +71,9 @@ class Config(TrainConfig):
         if self.steps_per_epoch < 1:
             raise UsageError(f"--steps-per-epoch must be >= 1, got {self.steps_per_epoch}")
         self.widths  # parse now, so a bad --hidden or --lrs stops before anything runs
+        if self.init_from and self.ensemble > 1:
+            raise UsageError("--init-from gives every model the same start, which an --ensemble must not have: "
+                             "drop one of them")
         if self.lrs and self.ensemble > 1:
             raise UsageError("--lrs and --ensemble both set the number of models: use one of them")
         if self.lrs and (self.schedule != "constant" or self.warmup_steps):
@@ -112,10 +115,12 @@ def train_one(cfg: Config, activation: str, workdir: str) -> dict:
                                  warmup_steps=cfg.warmup_steps, total_steps=cfg.epochs * cfg.steps_per_epoch,
                                  clip_norm=cfg.clip_norm, hyperparams_as_data=bool(cfg.lrs)) for lr in lrs]
     optimizer = optimizers[0]  # with --lrs, each model's rate lives in its own optimizer state
-    info = _describe(cfg, task, task.init(jax.random.key(seeds[0]), data.train), data, len(seeds))
-    init = lambda m: VectorTask(m, task.loss_name).init(jax.random.key(0), data.train)
-    states = [TrainState.create(warm_start(cfg.init_from, task.init(jax.random.key(s), data.train), info, init, task.model),
-                                opt, s) for s, opt in zip(seeds, optimizers)]
+    inits = [task.init(jax.random.key(s), data.train) for s in seeds]
+    info = _describe(cfg, task, inits[0], data, len(seeds))
+    if cfg.warm_start_from():  # one start for every model of an --lrs sweep (--ensemble is refused)
+        init = lambda m: VectorTask(m, task.loss_name).init(jax.random.key(cfg.seed), data.train)
+        inits = [warm_start(cfg.warm_start_from(), inits[0], info, init, task.model)] * len(seeds)
+    states = [TrainState.create(params, opt, s) for params, s, opt in zip(inits, seeds, optimizers)]
 
     def batches(epoch, skip):
         streams = [cycled_batches(data.train, batch_size, s, epoch, cfg.steps_per_epoch, skip) for s in seeds]

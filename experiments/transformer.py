@@ -122,7 +122,7 @@ def train_seq2seq(cfg: Config) -> dict:
     params = task.init(jax.random.key(cfg.seed), next(batches(0)))
     info = seq2seq_info(model, params, cfg.task, sequence_tasks.CHARS, sequence_tasks.PAD, sequence_tasks.BOS,
                         sequence_tasks.EOS, sequence_tasks.max_target_len(cfg.task, cfg.max_len + cfg.longer_by) + 1)
-    params = warm_start(cfg.init_from, params, info)
+    params = warm_start(cfg.warm_start_from(), params, info)
     print(f"{cfg.task}: digit strings of {cfg.min_len}-{cfg.max_len}, {len(test.sources)} held out, device "
           f"{device_description()}\nencoder-decoder: {cfg.layers} + {cfg.layers} layers, {cfg.heads} heads, width "
           f"{cfg.d_model}, {cfg.pos} positions, {num_params(params):,} parameters")

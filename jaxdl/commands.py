@@ -75,19 +75,35 @@ def _read_json(path: str) -> dict | None:
         raise UsageError(f"{path} cannot be read ({type(e).__name__})") from None
 
 
+def _checkpoint_steps(directory: str) -> list[int]:
+    if "://" in directory:  # a bucket: through etils (no jax needed)
+        from etils import epath
+
+        path = epath.Path(directory)
+        return sorted(int(p.name) for p in path.iterdir() if p.name.isdigit()) if path.is_dir() else []
+    return sorted(int(s) for s in os.listdir(directory) if s.isdigit()) if os.path.isdir(directory) else []
+
+
 def info(args: argparse.Namespace) -> None:
     """Reads only JSON files: no jax, instant."""
     model = _read_json(os.path.join(args.workdir, "model.json"))
     if model is None:
         raise UsageError(f"{args.workdir} has no model.json: not a trained jaxdl run")
     summary = _read_json(os.path.join(args.workdir, "summary.json")) or {}
-    ckpt_dir = model.get("checkpoints", {}).get("directory") or os.path.join(args.workdir, "checkpoints")
-    steps = sorted(int(s) for s in os.listdir(ckpt_dir) if s.isdigit()) if os.path.isdir(ckpt_dir) else []
+    ckpt_dir = (model.get("checkpoints") or {}).get("directory") or os.path.join(args.workdir, "checkpoints")
+    steps = _checkpoint_steps(ckpt_dir)
     if args.json:
         print(json.dumps({"model": model, "summary": summary, "checkpoints": steps}))
         return
+    try:
+        _print_info(args.workdir, model, summary, steps)
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise UsageError(f"{args.workdir}/model.json is damaged: restore it or retrain") from None
+
+
+def _print_info(workdir: str, model: dict, summary: dict, steps: list[int]) -> None:
     fields = ", ".join(f"{k}={v}" for k, v in model["model"]["fields"].items())
-    print(f"{args.workdir}: {model['family'].replace('_', ' ')}, {model['model']['class']}({fields})")
+    print(f"{workdir}: {model['family'].replace('_', ' ')}, {model['model']['class']}({fields})")
     print(f"  parameters  {model['num_params']:,}" + (f" x {model['members']} models" if model.get("members", 1) > 1 else ""))
     print(f"  dataset     {model['dataset']}")
     print(f"  steps       {summary.get('steps', steps[-1] if steps else 0)}"
@@ -130,13 +146,15 @@ def sample(args: argparse.Namespace) -> None:
 
     prompts = parse_prompts(args.prompt)
     folder = os.path.dirname(os.path.abspath(args.out))
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise UsageError(f"--out {args.out}: cannot write there (no such folder, or not writable)")
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK) or os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out}: cannot write there (no such folder, not writable, or a folder)")
+    if not args.out.lower().endswith(".png"):
+        raise UsageError(f"--out {args.out}: the grid is a PNG: name it *.png")
     model = _load(args, "diffusion", "jaxdl sample")
     images = model.sample(prompts, args.num, args.guidance, args.steps, args.eta, args.seed, args.sampler)
     from jaxdl import plots
 
-    plots.sample_grid(images, prompts, args.out)
+    plots.sample_grid(images, prompts, args.out, max_columns=args.num)
     print(f"{len(prompts)} x {args.num} images: {args.out}")
 
 

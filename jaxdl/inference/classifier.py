@@ -20,25 +20,35 @@ from jaxdl.inference.trained import Trained
 
 
 def as_batch(images: Any) -> np.ndarray:
-    """(N, H, W, C) float32 pixels in 0..255 from uint8 or [0, 1] float arrays: (H, W) is one grey
-    image, (H, W, C) with C in 1..4 one image, (N, H, W) grey images; alpha is dropped."""
-    x = np.asarray(images)
-    if x.dtype == np.uint8:
-        x = x.astype(np.float32)
-    elif np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer) or x.dtype == bool:
-        x = x.astype(np.float32)
-        if np.issubdtype(np.asarray(images).dtype, np.floating):
-            if not np.isfinite(x).all():
-                raise UsageError("images hold NaN or infinite values")
-            x = x * 255.0
+    """(N, H, W, C) float32 pixels in 0..255: uint8 (or other integer) arrays are pixels 0..255, float
+    arrays 0..1, bool arrays ink (True) on black; (H, W) is one grey image, (H, W, C) with C in 1..4
+    one image, (N, H, W) grey images; alpha is dropped."""
+    try:
+        raw = np.asarray(images)
+    except ValueError:
+        raise UsageError("images of different sizes: give them one at a time, or as files") from None
+    if raw.dtype == bool:
+        x = raw.astype(np.float32) * 255.0
+    elif np.issubdtype(raw.dtype, np.integer):
+        if raw.size and (raw.min() < 0 or raw.max() > 255):
+            raise UsageError(f"integer pixels must be in 0..255, got {raw.min()}..{raw.max()}: scale them "
+                             "(or give floats in [0, 1])")
+        x = raw.astype(np.float32)
+    elif np.issubdtype(raw.dtype, np.floating):
+        if not np.isfinite(raw).all():
+            raise UsageError("images hold NaN or infinite values")
+        if raw.size and (raw.min() < 0 or raw.max() > 1):
+            raise UsageError(f"float pixels must be in [0, 1], got {raw.min():.4g}..{raw.max():.4g}: divide by the "
+                             "maximum (255 for 8-bit) or give uint8")
+        x = raw.astype(np.float32) * 255.0
     else:
-        raise UsageError(f"images must be uint8 or float arrays, got dtype {x.dtype}")
+        raise UsageError(f"images must be uint8, float or bool arrays, got dtype {raw.dtype}")
     if x.ndim == 2:
         x = x[None, :, :, None]
     elif x.ndim == 3:
         x = x[None] if x.shape[-1] in (1, 2, 3, 4) else x[..., None]
-    if x.ndim != 4 or min(x.shape[1:3]) < 1 or len(x) == 0:
-        raise UsageError(f"cannot read an array of shape {np.shape(images)} as images: give (H, W), (H, W, C), "
+    if x.ndim != 4 or min(x.shape[1:3], default=0) < 1 or len(x) == 0:
+        raise UsageError(f"cannot read an array of shape {raw.shape} as images: give (H, W), (H, W, C), "
                          "(N, H, W) or (N, H, W, C)")
     C = x.shape[-1]
     if C in (2, 4):  # grey + alpha, RGBA
@@ -48,13 +58,18 @@ def as_batch(images: Any) -> np.ndarray:
     return x
 
 
-def crop_to_ink(x_HWC: np.ndarray, threshold: float = 0.1) -> np.ndarray:
-    """The smallest square around the pixels brighter than `threshold` x the brightest, the ink
-    centred on a dark background (how scikit-learn's digits were framed); unchanged if all dark."""
+def crop_to_ink(x_HWC: np.ndarray, threshold: float = 0.25) -> np.ndarray:
+    """The ink on a dark ground, as scikit-learn's digits were framed: the background (the median of
+    the border) is subtracted and the rest stretched to 0..255; then the smallest square around the
+    pixels above `threshold` of the brightest is cut out, the ink centred. Unchanged if all is flat."""
     grey = x_HWC.mean(-1)
-    ys, xs = np.nonzero(grey > threshold * grey.max()) if grey.max() > 0 else ((), ())
-    if not len(ys):
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    background = float(np.median(border))
+    top = float(grey.max()) - background
+    if top <= 0:
         return x_HWC
+    x_HWC = np.clip((x_HWC - background) * (255.0 / top), 0.0, 255.0)
+    ys, xs = np.nonzero(x_HWC.mean(-1) > threshold * 255.0)
     ink = x_HWC[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
     h, w, c = ink.shape
     side = max(h, w)
@@ -64,13 +79,17 @@ def crop_to_ink(x_HWC: np.ndarray, threshold: float = 0.1) -> np.ndarray:
 
 
 def read_image(path: str) -> np.ndarray:
-    """One image file as uint8 (H, W, C): grey files stay 1-channel, others are RGB."""
+    """One image file as uint8 (H, W, C): grey files (8- or 16-bit) stay 1-channel, others are RGB."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
-            im = im.convert("L") if im.mode in ("1", "L", "LA", "I", "I;16", "F") else im.convert("RGB")
-            x = np.asarray(im, np.uint8)
+            if im.mode.startswith("I;16"):  # 16-bit grey: 0..65535 -> 0..255
+                x = np.round(np.asarray(im, np.float64) * (255.0 / 65535.0)).astype(np.uint8)
+            elif im.mode in ("1", "L", "LA", "I", "F"):
+                x = np.asarray(im.convert("L"), np.uint8)
+            else:
+                x = np.asarray(im.convert("RGB"), np.uint8)
     except Exception as e:  # PIL raises many types for files that are not images
         raise UsageError(f"cannot read image {path}: {type(e).__name__}: "
                          f"{(str(e).splitlines() or [''])[0]}") from None

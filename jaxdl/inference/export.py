@@ -37,9 +37,12 @@ def _function(trained: Trained) -> tuple[Any, jax.ShapeDtypeStruct, dict[str, An
         fn = lambda x: model.apply(params, x.reshape(x.shape[0], -1) if flat else x)
         return fn, jax.ShapeDtypeStruct((b, S, S, C), jnp.float32), {
             "input": {"shape": ["batch", S, S, C], "dtype": "float32",
-                      "preprocessing": "pixels / 255, resized to the input size, grey copied to RGB (or RGB to "
-                                       "grey by luma), then (x - mean) / std per channel of the training data",
-                      "mean": c["mean"], "std": c["std"], "data_channels": c["data_channels"]},
+                      "preprocessing": "as in training: bring the image to data_size and data_channels (grey "
+                                       "to RGB by copying, RGB to grey by luma 0.299/0.587/0.114), pixels / 255, "
+                                       "resize (bilinear, antialiased) to the input size, (x - mean) / std per "
+                                       "data channel, then to the input channels the same way",
+                      "data_size": c["data_size"], "data_channels": c["data_channels"], "mean": c["mean"],
+                      "std": c["std"]},
             "output": "logits (batch, classes)", "class_names": c["class_names"]}
     if family == "language_model":
         context = info["language_model"]["context"]
@@ -68,6 +71,10 @@ def export(trained: Trained, out: str, platforms: tuple[str, ...] = PLATFORMS) -
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK) or os.path.isdir(out):
         raise UsageError(f"--out {out}: cannot write there (no such folder, not writable, or a folder)")
+    workdir = os.path.abspath(trained.workdir)
+    if os.path.commonpath([workdir, os.path.abspath(out)]) == workdir:
+        raise UsageError(f"--out {out} is inside the run's workdir {trained.workdir}, which holds the run's own "
+                         "files: write the export elsewhere")
     exported = jax.export.export(jax.jit(fn), platforms=list(platforms))(arg)
     meta = {"format": 1, "workdir": os.path.abspath(trained.workdir), "step": trained.step,
             "model": trained.info["model"], "family": trained.family, "platforms": list(exported.platforms),

@@ -52,7 +52,7 @@ def load(workdir: str, checkpoint: str | int = "best", member: int = 0) -> Train
         raise UsageError(f"{workdir}/model.json has family {info['family']!r}, which this jaxdl does not know")
     try:
         model = build(info["model"])
-    except (ValueError, TypeError, KeyError) as e:
-        raise UsageError(f"{workdir}/model.json: {e}") from None
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise UsageError(f"{workdir}/model.json: {e}: restore it or retrain") from None
     params, step = load_params(workdir, info, checkpoint, member)
     return FAMILIES[info["family"]](model, params, info, workdir, step)

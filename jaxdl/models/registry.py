@@ -48,6 +48,8 @@ def _from_json(value: Any) -> Any:
     if isinstance(value, dict):
         if set(value) == {"dtype"}:
             name = jnp.dtype(value["dtype"]).name  # ValueError/TypeError for a name that is no dtype
+            if not hasattr(jnp, name):
+                raise ValueError(f"{value['dtype']!r} is not a dtype a model computes in")
             return getattr(jnp, name)
         return {k: _from_json(v) for k, v in value.items()}
     return value

@@ -18,10 +18,15 @@ from jaxdl.models.registry import describe
 
 
 def _base(family: str, model: nn.Module, params: Any, dataset: str, params_key: str = "params",
-          members: int = 1) -> dict[str, Any]:
+          members: int = 1, labels: list[str] | None = None, label_field: str | None = None) -> dict[str, Any]:
+    """The keys every family has. `labels`: what each output row means, in order (class names,
+    tokens), and `label_field`, the model field that counts them: fine-tuning matches rows by label."""
     count = sum(x.size for x in jax.tree.leaves(params))  # one model's, also when several train at once
-    return {"family": family, "model": describe(model), "num_params": int(count), "dataset": dataset,
+    info = {"family": family, "model": describe(model), "num_params": int(count), "dataset": dataset,
             "params": params_key, "members": members}
+    if labels is not None:
+        info.update(labels=list(labels), label_field=label_field)
+    return info
 
 
 def classifier_info(model: nn.Module, params: Any, preprocess: ImagePreprocess, dataset: str,
@@ -31,8 +36,12 @@ def classifier_info(model: nn.Module, params: Any, preprocess: ImagePreprocess, 
     that size and channel count first, then preprocessed as in evaluation (resized to the model's
     `input_size` and channels, normalised; flattened for an MLP)."""
     H, W, C = data_shape
-    return {**_base("classifier", model, params, dataset, members=members), "classifier": {
-        "class_names": list(class_names), "data_size": [int(H), int(W)], "data_channels": int(C),
+    field = "num_classes" if hasattr(model, "num_classes") else "out"
+    outputs = getattr(model, field)
+    class_names = list(class_names) + [str(i) for i in range(len(class_names), outputs)]  # --num-classes beyond the data
+    return {**_base("classifier", model, params, dataset, members=members, labels=class_names, label_field=field),
+            "classifier": {
+        "class_names": class_names, "data_size": [int(H), int(W)], "data_channels": int(C),
         "input_size": preprocess.image_size, "input_channels": preprocess.channels,
         "mean": list(preprocess.mean), "std": list(preprocess.std), "flatten": flatten}}
 
@@ -46,7 +55,10 @@ def vector_info(model: nn.Module, params: Any, task: str, loss: str, inputs: int
 
 def language_model_info(model: nn.Module, params: Any, tokenizer_json: dict, dataset: str,
                         default_prompt: str) -> dict[str, Any]:
-    return {**_base("language_model", model, params, dataset), "tokenizer": tokenizer_json,
+    tokens = list(tokenizer_json["chars"]) if tokenizer_json["kind"] == "char" else [
+        f"{tokenizer_json['kind']}:{i}" for i in range(model.vocab_size)]
+    return {**_base("language_model", model, params, dataset, labels=tokens, label_field="vocab_size"),
+            "tokenizer": tokenizer_json,
             "language_model": {"context": getattr(model, "max_len", None), "default_prompt": default_prompt}}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import time
 from typing import Any, Callable
 
@@ -74,7 +75,9 @@ def train_text_lm(cfg: TextLMConfig, build_model: Callable[[int], nn.Module], de
     """
     t0 = time.perf_counter()
     data = load_text(cfg.dataset, cfg.tokenizer, cfg.data_dir or None)
-    if cfg.init_from:
+    if cfg.resuming() and os.path.isfile(os.path.join(cfg.workdir, "model.json")):
+        data = _with_tokenizer_of(cfg.workdir, data)  # e.g. a fine-tuned run's vocabulary, resumed
+    elif cfg.warm_start_from():
         data = _with_tokenizer_of(cfg.init_from, data)
     check_seq_len(data, cfg.seq_len)
     prompt = cfg.prompt or default_prompt(data)
@@ -97,7 +100,7 @@ def train_text_lm(cfg: TextLMConfig, build_model: Callable[[int], nn.Module], de
     batches = functools.partial(window_batches, data.train, cfg.batch_size, cfg.seq_len, cfg.seed, cfg.eval_every)
     params = task.init(jax.random.key(cfg.seed), next(batches(0)))
     info = language_model_info(model, params, data.tokenizer.to_json(), data.name, default_prompt(data))
-    params = warm_start(cfg.init_from, params, info, model=model,
+    params = warm_start(cfg.warm_start_from(), params, info, model=model,
                         init=lambda m: LanguageModel(m).init(jax.random.key(cfg.seed), next(batches(0))))
     print(f"{describe(params)}, {num_params(params):,} parameters")
     sample_key = jax.random.fold_in(jax.random.key(cfg.seed), 1)
@@ -136,7 +139,7 @@ def _with_tokenizer_of(init_from: str, data: TextData) -> TextData:
     """Fine-tuning: the text in the vocabulary of the run it starts from, when that vocabulary holds
     every character of it (so the embeddings and the output layer carry over); else unchanged."""
     theirs = read_info(init_from).get("tokenizer")
-    if theirs is None or theirs == data.tokenizer.to_json():
+    if theirs is None or theirs == data.tokenizer.to_json() or theirs.get("kind") != data.tokenizer.kind:
         return data
     tokenizer = tokenizer_from_json(theirs)
     try:

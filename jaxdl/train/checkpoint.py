@@ -36,6 +36,8 @@ def _abs(path: str) -> str:
 
 
 class Checkpoints:
+    absolute = staticmethod(lambda path: _abs(path))  # a local path made absolute; a gs:// one as it is
+
     def __init__(self, directory: str, keep: int = 3, best_metric: str | None = None, best_mode: str = "max"):
         self.directory = _abs(directory)
         keep_policies = [policies.LatestN(n=keep)]

@@ -60,12 +60,25 @@ class TrainConfig:
             raise UsageError(f"unknown {flag} {value!r}: use one of {', '.join(SCHEDULES)}")
         if self.dp_noise and not self.dp_clip:
             raise UsageError("--dp-noise needs --dp-clip (the noise is in units of the clip norm)")
-        if self.init_from and not os.path.isfile(os.path.join(self.init_from, "model.json")):
+        if self.init_from and os.path.abspath(self.init_from) == os.path.abspath(self.workdir):
+            raise UsageError(f"--init-from {self.init_from} is this run's own --workdir: give the new run another one")
+        if self.init_from and not self.resuming() and not os.path.isfile(os.path.join(self.init_from, "model.json")):
             raise UsageError(f"--init-from {self.init_from}: no model.json there: point it at a trained run's --workdir")
         distributed.initialize(self.coordinator, self.num_processes, self.process_id)
 
     def checkpoint_path(self) -> str:
         return self.checkpoint_dir or os.path.join(self.workdir, "checkpoints")
+
+    def resuming(self) -> bool:
+        """Whether the checkpoint directory already holds a checkpoint (a rerun continues from it)."""
+        from etils import epath
+
+        path = epath.Path(self.checkpoint_path())
+        return path.is_dir() and any(p.name.isdigit() for p in path.iterdir())
+
+    def warm_start_from(self) -> str:
+        """--init-from, or "" when the run resumes from its own checkpoint (which replaces any start)."""
+        return "" if not self.init_from or self.resuming() else self.init_from
 
     def lr_schedule_flag(self) -> tuple[str, str]:
         """(flag, value) of the learning-rate schedule; a config whose --schedule means something else moves it."""

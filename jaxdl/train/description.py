@@ -93,11 +93,17 @@ def read_info(workdir: str) -> dict[str, Any]:
     if info is None:
         raise UsageError(f"{workdir} has no model.json: not a trained jaxdl run (train one with experiments/, "
                          "or point at its --workdir)")
-    if not isinstance(info, dict) or not isinstance(info.get("format"), int) or "family" not in info:
+    if not isinstance(info, dict) or not isinstance(info.get("format"), int) or not isinstance(info.get("family"), str):
         raise UsageError(f"{workdir}/model.json is not a jaxdl model description: restore it or retrain")
     if info["format"] > FORMAT:
         raise UsageError(f"{workdir}/model.json has format {info['format']}, newer than this jaxdl reads "
                          f"({FORMAT}): upgrade jaxdl")
+    model, ckpt, members = info.get("model"), info.get("checkpoints"), info.get("members", 1)
+    if not (isinstance(model, dict) and isinstance(model.get("class"), str) and isinstance(model.get("fields"), dict)
+            and isinstance(ckpt, dict) and info.get("params", "params") in SUBTREES
+            and isinstance(members, int) and members >= 1):
+        raise UsageError(f"{workdir}/model.json is damaged (its model, checkpoints, params or members entry): "
+                         "restore it or retrain")
     return info
 
 

@@ -139,7 +139,7 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
     t0 = time.perf_counter()
     if describe is not None:
         describe = {"format": description.FORMAT, **describe, "checkpoints": {
-            "directory": config.checkpoint_dir or None, "best_metric": f"test/{best_metric}", "best_mode": best_mode}}
+            "directory": Checkpoints.absolute(config.checkpoint_dir) if config.checkpoint_dir else None, "best_metric": f"test/{best_metric}", "best_mode": best_mode}}
         description.check(config.workdir, describe)
     by_steps = total_steps is not None
     identity = {"seed": config.seed, "batch_size": config.batch_size, **(identity or {})}

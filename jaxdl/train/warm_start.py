@@ -20,30 +20,15 @@ import numpy as np
 from jaxdl.errors import UsageError
 from jaxdl.train.description import load_params, read_info
 
-# the model field that counts each family's labels
-_COUNT_FIELDS = {"classifier": ("num_classes", "out"), "language_model": ("vocab_size",)}
-
-
 def _path(keypath: tuple) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in keypath)
 
 
-def labels(info: dict) -> list[str] | None:
-    """What each output row means, in order: class names, or a tokenizer's tokens."""
-    if info["family"] == "classifier":
-        return list(info["classifier"]["class_names"])
-    tokenizer = info.get("tokenizer")
-    if tokenizer is None:
-        return None
-    return list(tokenizer["chars"]) if tokenizer["kind"] == "char" else [str(b) for b in range(256)]
-
-
-def label_axes(model: nn.Module, init: Callable[[nn.Module], Any], family: str) -> dict[str, int]:
-    """{path: axis} of the arrays with an axis as long as the family's label count."""
-    fields = [f for f in _COUNT_FIELDS.get(family, ()) if hasattr(model, f)]
-    if not fields:
+def label_axes(model: nn.Module, init: Callable[[nn.Module], Any], field: str | None) -> dict[str, int]:
+    """{path: axis} of the arrays with an axis as long as the model's `field` (its label count)."""
+    if not field or not hasattr(model, field):
         return {}
-    grown = model.clone(**{fields[0]: getattr(model, fields[0]) + 1})
+    grown = model.clone(**{field: getattr(model, field) + 1})
     shapes = lambda m: {_path(p): x.shape for p, x in jax.tree_util.tree_leaves_with_path(jax.eval_shape(lambda: init(m)))}
     a, b = shapes(model), shapes(grown)
     return {p: next(i for i, (m, n) in enumerate(zip(s, b[p])) if m != n) for p, s in a.items() if b.get(p) != s}
@@ -72,8 +57,9 @@ def warm_start(init_from: str, params: Any, info: dict, init: Callable[[nn.Modul
         raise UsageError(f"--init-from {init_from} is a {source['family']} run ({theirs}); this run trains a "
                          f"{info['family']} ({ours}): start from a run of the same model")
     trained, step = load_params(init_from, source, "best")
-    old, new = labels(source), labels(info)
-    axes = label_axes(model, init, info["family"]) if old != new and init is not None and model is not None else {}
+    old, new = source.get("labels"), info.get("labels")  # what the rows mean (run_info writes them)
+    changed = old != new and init is not None and model is not None
+    axes = label_axes(model, init, info.get("label_field")) if changed else {}
     rows = [old.index(x) if x in old else None for x in new] if axes else []
     found = {_path(p): x for p, x in jax.tree_util.tree_leaves_with_path(trained)}
     taken, partly, fresh = 0, [], []
@@ -82,7 +68,7 @@ def warm_start(init_from: str, params: Any, info: dict, init: Callable[[nn.Modul
         nonlocal taken
         path = _path(keypath)
         y = found.get(path)
-        if path in axes and y is not None and y.ndim == x.ndim and y.shape[axes[path]] == len(old) and all(
+        if path in axes and y is not None and old and y.ndim == x.ndim and y.shape[axes[path]] == len(old) and all(
                 a == b for i, (a, b) in enumerate(zip(x.shape, y.shape)) if i != axes[path]):
             kept = sum(r is not None for r in rows)
             partly.append(f"{path} ({kept} of {len(rows)} rows)")
@@ -96,7 +82,7 @@ def warm_start(init_from: str, params: Any, info: dict, init: Callable[[nn.Modul
     params = jax.tree_util.tree_map_with_path(take, params)
     total = taken + len(partly) + len(fresh)
     print(f"Initialised from {init_from} (step {step}): {taken} of {total} arrays whole"
-          + (f"; by shared {'class' if info['family'] == 'classifier' else 'token'}: {', '.join(partly)}"
+          + (f"; by shared label: {', '.join(partly)}"
              if partly else "")
           + (f"; re-initialised: {', '.join(fresh)}" if fresh else ""), flush=True)
     return params

@@ -110,6 +110,10 @@ def test_predict_through_the_console_script(cnn_run, digit_pngs):
     (["sample", "{diffusion}", "--prompt", "a seven", "--out", "{empty}/no/such/grid.png"], "cannot write"),
     (["export", "{cnn}", "--out", "{empty}/no/such/f.jax"], "cannot write"),
     (["export", "{diffusion}", "--out", "{empty}/f.jax"], "classifier, language model or vector"),
+    (["export", "{cnn}", "--out", "{cnn}/model"], "inside the run's workdir"),
+    (["sample", "{diffusion}", "--prompt", "a seven", "--out", "{empty}/grid.jpg"], "name it *.png"),
+    (["info", "{damaged}"], "damaged"),
+    (["predict", "{damaged}", "{png}"], "damaged"),
     (["train", "gan"], "invalid choice"),
     (["frobnicate"], "invalid choice"),
 ])
@@ -117,8 +121,11 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(argv, match, cnn_run, 
                                                           digit_pngs, tmp_path, capsys):
     (tmp_path / "bad.png").write_text("not an image")
     (tmp_path / "empty").mkdir()
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "model.json").write_text('{"format": 1, "family": "classifier", "model": 3}')
     where = {"cnn": cnn_run[0], "rnn": rnn_run[0], "seq2seq": seq2seq_run[0], "diffusion": diffusion_run[0],
-             "png": digit_pngs[0][0], "bad_png": tmp_path / "bad.png", "empty": tmp_path / "empty"}
+             "png": digit_pngs[0][0], "bad_png": tmp_path / "bad.png", "empty": tmp_path / "empty",
+             "damaged": tmp_path / "damaged"}
     argv = [a.format(**where) for a in argv]
     before = {k: snapshot(v) for k, v in where.items() if k in ("cnn", "rnn", "seq2seq", "diffusion", "empty")}
     capsys.readouterr()

@@ -59,7 +59,7 @@ def test_fine_tune_mynet_on_a_folder(cnn_run, tmp_path, capsys):
     root = write_folder(tmp_path / "imgs", per_class=12, size=20)
     summary = cnn.main([*CNN, "--batch-size", "8", "--epochs", "1", "--dataset", f"folder:{root}",
                         "--init-from", str(cnn_run[0]), "--workdir", str(tmp_path / "mine")])
-    assert "by shared class" in capsys.readouterr().out and summary["steps"] == 4  # from step 0: 36 images / 8
+    assert "by shared label" in capsys.readouterr().out and summary["steps"] == 4  # from step 0: 36 images / 8
     info = json.loads((tmp_path / "mine" / "model.json").read_text())
     assert info["classifier"]["class_names"] == ["ant", "cat", "dog"] and info["model"]["fields"]["num_classes"] == 3
 
@@ -74,6 +74,11 @@ def test_fine_tune_a_language_model_on_a_text_file(rnn_run, tmp_path, capsys):
     rnn.main([*RNN, "--dataset", f"text:{text}", "--init-from", str(rnn_run[0]), "--workdir", str(tmp_path / "b")])
     out = capsys.readouterr().out
     assert "new vocabulary" in out and "params/embedding/embedding (" in out and " rows)" in out
+    # rerun: it resumes from its own checkpoint (the run it started from is not read), with or without the flag
+    for flags in (["--init-from", str(rnn_run[0])], []):
+        rnn.main([*RNN, "--dataset", f"text:{text}", *flags, "--workdir", str(tmp_path / "b")])
+        out = capsys.readouterr().out
+        assert "Already trained" in out and "Initialised from" not in out
 
 
 def test_another_family_is_refused_and_nothing_is_written(rnn_run, tmp_path, capsys):
@@ -81,6 +86,13 @@ def test_another_family_is_refused_and_nothing_is_written(rnn_run, tmp_path, cap
     assert "language_model run (RecurrentLM)" in err and not (tmp_path / "x").exists()
     err = exits_2(cnn.main, [*CNN, "--init-from", str(tmp_path), "--workdir", str(tmp_path / "x")], capsys)
     assert "no model.json" in err
+    err = exits_2(cnn.main, [*CNN, "--init-from", str(tmp_path / "x"), "--workdir", str(tmp_path / "x")], capsys)
+    assert "own --workdir" in err
+    from experiments import mlp
+
+    err = exits_2(mlp.main, ["--task", "xor", "--ensemble", "2", "--init-from", str(rnn_run[0]),
+                             "--workdir", str(tmp_path / "x")], capsys)
+    assert "--ensemble" in err and not (tmp_path / "x").exists()
 
 
 def test_a_resume_that_changes_the_model_is_refused_naming_the_field(cnn_run, tmp_path, capsys):

@@ -76,7 +76,11 @@ def test_classifier_takes_any_size_channels_and_dtype(cnn_run, tmp_path):
         paths.append(str(tmp_path / f"{i}.png"))
         Image.fromarray(image[..., 0]).save(paths[-1])
     np.testing.assert_allclose(model.predict_files(paths), want, atol=1e-6)
-    for bad in (np.zeros((2, 8, 8, 5), np.uint8), np.zeros((0, 8, 8, 1)), np.full((8, 8), np.nan), np.zeros(3)):
+    paper = np.full((90, 60), 200, np.uint8)  # a photo: dark ink on grey paper, off centre
+    paper[20:60, 10:50] = 200 - np.kron(images[0, :, :, 0], np.ones((5, 5), np.uint8)) * (170 / 255)
+    assert model.predict(paper, invert=True, crop=True).argmax() == want[0].argmax()
+    for bad in (np.zeros((2, 8, 8, 5), np.uint8), np.zeros((0, 8, 8, 1)), np.full((8, 8), np.nan), np.zeros(3),
+                images.astype(np.float32), np.full((8, 8), 300), [np.zeros((8, 8)), np.zeros((9, 9))]):
         with pytest.raises(UsageError):
             model.predict(bad)
     (tmp_path / "not.png").write_text("text")
@@ -166,10 +170,26 @@ def test_bad_workdirs_and_checkpoints_are_usage_errors(cnn_run, tmp_path):
         jaxdl.load(tmp_path)
     with pytest.raises(UsageError, match="no checkpoint of step 5"):
         jaxdl.load(cnn_run[0], 5)
-    newer = json.loads((cnn_run[0] / "model.json").read_text())
-    (tmp_path / "model.json").write_text(json.dumps({**newer, "format": 99}))
+    good = json.loads((cnn_run[0] / "model.json").read_text())
+    (tmp_path / "model.json").write_text(json.dumps({**good, "format": 99}))
     with pytest.raises(UsageError, match="newer"):
         jaxdl.load(tmp_path)
+    for damage in ({"model": 3}, {"params": "adam"}, {"members": "two"},
+                   {"model": {"class": "MyNet", "fields": {"dropout_rate": {"dtype": "object"}}}}):
+        (tmp_path / "model.json").write_text(json.dumps({**good, **damage}))
+        with pytest.raises(UsageError, match="model.json"):
+            jaxdl.load(tmp_path)
+
+
+def test_a_run_with_a_relative_checkpoint_dir_loads_from_anywhere(tmp_path, monkeypatch):
+    from experiments import mlp
+
+    (tmp_path / "a").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    summary = mlp.main(["--task", "xor", "--epochs", "1", "--checkpoint-dir", "ckpts", "--workdir", "run"])
+    monkeypatch.chdir(tmp_path)
+    model = jaxdl.load("a/run")
+    assert model.step == summary["steps"] and model.info["checkpoints"]["directory"] == str(tmp_path / "a" / "ckpts")
 
 
 def test_a_run_sharded_over_eight_devices_loads_onto_one(tmp_path):

@@ -48,13 +48,15 @@ def run_line(line: str) -> None:
     if words[0] == "jaxdl":
         extra = ["--epochs", "1", "--steps-per-epoch", "5"] if words[1:3] == ["train", "mlp"] else []
         commands.main(words[1:] + extra)
+    elif words[:2] == ["python", "-c"]:
+        exec(compile(words[2], "README.md (python -c)", "exec"), {})
     else:
         assert words[:1] == ["python"] and words[1].startswith("experiments/"), line
         main, tiny = EXPERIMENTS[os.path.basename(words[1])]
         main(words[2:] + tiny)
 
 
-@pytest.mark.parametrize("name", ["use", "fine-tune"])
+@pytest.mark.parametrize("name", ["first", "use", "fine-tune"])
 def test_readme_commands_run(name, user_folder, monkeypatch):
     monkeypatch.chdir(user_folder)
     lines = [line.split("  #")[0].strip() for line in blocks("commands")[name].splitlines() if line.strip()]
