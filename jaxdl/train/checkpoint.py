@@ -17,6 +17,7 @@ Restoring:
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from typing import Any
@@ -33,6 +34,18 @@ from jaxdl.train.state import step_of
 
 def _abs(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
+
+
+def collect_abandoned_reads() -> None:
+    """A failed orbax read leaves array-reading coroutines behind that, when garbage-collected, print
+    their error with a traceback ("Exception ignored in ..."): collect them now, silently. The
+    failure itself has been reported already."""
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
 
 
 class Checkpoints:
@@ -57,33 +70,35 @@ class Checkpoints:
     def restore_or(self, state: Any) -> tuple[Any, dict]:
         """(state, loop) from the newest readable checkpoint, onto `state`'s shardings; or (`state`, {})."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-        unreadable: list[tuple[int, Exception]] = []
+        unreadable: list[tuple[int, str]] = []  # (step, the error's type name): no live exceptions kept
         for step in sorted(self.manager.all_steps(), reverse=True):
             try:
                 saved = self.manager.item_metadata(step)["state"]
             except Exception as e:
-                unreadable.append((step, e))
+                unreadable.append((step, type(e).__name__))
                 continue
             self._check_shapes(saved, state)
             try:
                 restored = self.manager.restore(step, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(abstract), loop=ocp.args.JsonRestore()))
             except Exception as e:
-                unreadable.append((step, e))
+                unreadable.append((step, type(e).__name__))
+                del e
+                collect_abandoned_reads()
                 continue
             self._set_aside(unreadable, step)
             return restored["state"], dict(restored["loop"] or {})
         if unreadable:  # nothing to fall back to: leave them where they are
-            step, e = unreadable[0]
-            raise UsageError(f"checkpoint {self.directory}/{step} cannot be read ({type(e).__name__}) and there is "
+            step, error = unreadable[0]
+            raise UsageError(f"checkpoint {self.directory}/{step} cannot be read ({error}) and there is "
                              "no earlier one: delete it or use a new --workdir")
         return state, {}
 
-    def _set_aside(self, unreadable: list[tuple[int, Exception]], good: int) -> None:
+    def _set_aside(self, unreadable: list[tuple[int, str]], good: int) -> None:
         """Move unreadable checkpoints newer than `good` out of the way (kept for inspection), saying so."""
         damaged = epath.Path(self.directory).parent / "checkpoints.damaged"
         for step, error in unreadable:
-            print(f"warning: checkpoint {self.directory}/{step} cannot be read ({type(error).__name__}): moved to "
+            print(f"warning: checkpoint {self.directory}/{step} cannot be read ({error}): moved to "
                   f"{damaged}/{step}; resuming from step {good}", file=sys.stderr, flush=True)
             if is_primary():
                 damaged.mkdir(parents=True, exist_ok=True)
@@ -182,7 +197,10 @@ def restore_params(directory: str, which: str | int = "best", subtree: tuple[str
             restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
                 item=target, restore_args=restore_args, partial_restore=True)))["state"]
         except Exception as e:
-            raise UsageError(f"checkpoint {directory}/{step} cannot be read ({type(e).__name__}): pick another "
+            error = type(e).__name__
+            del e
+            collect_abandoned_reads()
+            raise UsageError(f"checkpoint {directory}/{step} cannot be read ({error}): pick another "
                              "with --checkpoint STEP") from None
         manager.close()
     finally:
