@@ -202,3 +202,20 @@ def test_a_run_sharded_over_eight_devices_loads_onto_one(tmp_path):
     model = jaxdl.load(tmp_path)
     test = load_digits().test
     assert (model.predict(test.images).argmax(1) == test.labels).mean() == pytest.approx(summary["test_accuracy"])
+
+
+def test_best_is_the_best_ranked_checkpoint_not_the_latest(tmp_path):
+    import jax.numpy as jnp
+    import optax
+
+    from jaxdl.train.checkpoint import Checkpoints, restore_params
+    from jaxdl.train.state import TrainState
+
+    checkpoints = Checkpoints(str(tmp_path), keep=3, best_metric="test/accuracy", best_mode="max")
+    for step, accuracy in ((1, 0.9), (2, 0.5)):
+        state = TrainState.create({"w": jnp.full((3,), float(step))}, optax.sgd(0.1), 0)
+        checkpoints.save(state.replace(step=jnp.int32(step)), {}, {"test/accuracy": accuracy})
+    checkpoints.close()
+    for which, step in (("best", 1), ("latest", 2), (2, 2), (1, 1)):
+        params, got = restore_params(str(tmp_path), which, ("params",), "test/accuracy", "max")
+        assert got == step and float(params["w"][0]) == step, which
