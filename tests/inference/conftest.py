@@ -10,7 +10,7 @@ RNN = ["--hidden", "16", "--embed", "8", "--layers", "1", "--seq-len", "16", "--
 GPT = ["--arch", "lm", "--layers", "1", "--d-model", "16", "--heads", "2", "--seq-len", "16", "--batch-size", "4",
        "--steps", "4", "--eval-every", "2", "--sample-length", "24", "--warmup-steps", "0", "--log-every", "2"]
 SEQ2SEQ = ["--arch", "seq2seq", "--task", "reverse", "--layers", "1", "--d-model", "16", "--heads", "2",
-           "--min-len", "1", "--max-len", "5", "--longer-by", "1", "--test-examples", "40", "--batch-size", "16",
+           "--min-len", "1", "--max-len", "8", "--longer-by", "1", "--test-examples", "40", "--batch-size", "16",
            "--steps", "30", "--eval-every", "15", "--warmup-steps", "0", "--log-every", "5"]
 DIFFUSION = ["--channels", "8", "--levels", "1", "--blocks", "1", "--heads", "2", "--text-layers", "1",
              "--text-width", "16", "--batch-size", "16", "--timesteps", "50", "--sample-steps", "3",

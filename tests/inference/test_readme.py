@@ -40,6 +40,7 @@ def user_folder(tmp_path_factory, cnn_run, rnn_run, seq2seq_run, diffusion_run):
     paper[10:42, 4:36] = 255 - np.kron(digit, np.ones((4, 4), np.uint8))
     Image.fromarray(paper).convert("RGB").save(home / "photo_of_a_digit.png")
     shutil.copy(os.path.join(ROOT, "LICENSE"), home / "LICENSE")
+    shutil.copy(home / "my_digit.png", home / "seven.png")
     return home
 
 
@@ -64,6 +65,16 @@ def test_readme_commands_run(name, user_folder, monkeypatch):
     for line in lines:
         run_line(line)
     assert (user_folder / "mynet.jax").exists() or name != "use"
+
+
+def test_readme_transcript_commands_run(user_folder, monkeypatch, capsys):
+    monkeypatch.chdir(user_folder)
+    lines = [line[2:].split("  #")[0].strip() for line in blocks("transcript")["printed"].splitlines()
+             if line.startswith("$ ")]
+    assert len(lines) == 3
+    for line in lines:
+        run_line(line)
+    assert "seven.png: " in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("name", ["use", "export", "models", "fit"])
