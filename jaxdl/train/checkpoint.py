@@ -36,16 +36,26 @@ def _abs(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
+def _from_orbax(unraisable: Any) -> bool:
+    code = getattr(unraisable.object, "cr_code", None) or getattr(unraisable.object, "__code__", None)
+    return "orbax" in getattr(code, "co_filename", "")
+
+
 def collect_abandoned_reads() -> None:
-    """A failed orbax read leaves array-reading coroutines behind that, when garbage-collected, print
-    their error with a traceback ("Exception ignored in ..."): collect them now, silently. The
-    failure itself has been reported already."""
-    hook = sys.unraisablehook
-    sys.unraisablehook = lambda unraisable: None
-    try:
-        gc.collect()
-    finally:
+    """A failed orbax read leaves array-reading coroutines behind that, when garbage-collected (now or
+    at any later time), print their error with a traceback ("Exception ignored in ..."). The failure
+    has been reported already: from here on those reports are dropped (any other unraisable error
+    still reaches the previous hook), and what can be collected now is."""
+    if not getattr(sys.unraisablehook, "jaxdl_quiet_orbax", False):
+        previous = sys.unraisablehook
+
+        def hook(unraisable: Any) -> None:
+            if not _from_orbax(unraisable):
+                previous(unraisable)
+
+        hook.jaxdl_quiet_orbax = True  # type: ignore[attr-defined]
         sys.unraisablehook = hook
+    gc.collect()
 
 
 class Checkpoints:
