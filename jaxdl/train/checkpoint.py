@@ -17,7 +17,6 @@ Restoring:
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 from typing import Any
@@ -29,33 +28,12 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxdl.errors import UsageError
 from jaxdl.runtime import is_primary
+from jaxdl.train.abandoned_reads import collect_abandoned_reads, quiet_abandoned_reads
 from jaxdl.train.state import step_of
 
 
 def _abs(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
-
-
-def _from_orbax(unraisable: Any) -> bool:
-    code = getattr(unraisable.object, "cr_code", None) or getattr(unraisable.object, "__code__", None)
-    return "orbax" in getattr(code, "co_filename", "")
-
-
-def collect_abandoned_reads() -> None:
-    """A failed orbax read leaves array-reading coroutines behind that, when garbage-collected (now or
-    at any later time), print their error with a traceback ("Exception ignored in ..."). The failure
-    has been reported already: from here on those reports are dropped (any other unraisable error
-    still reaches the previous hook), and what can be collected now is."""
-    if not getattr(sys.unraisablehook, "jaxdl_quiet_orbax", False):
-        previous = sys.unraisablehook
-
-        def hook(unraisable: Any) -> None:
-            if not _from_orbax(unraisable):
-                previous(unraisable)
-
-        hook.jaxdl_quiet_orbax = True  # type: ignore[attr-defined]
-        sys.unraisablehook = hook
-    gc.collect()
 
 
 class Checkpoints:
@@ -80,6 +58,7 @@ class Checkpoints:
     def restore_or(self, state: Any) -> tuple[Any, dict]:
         """(state, loop) from the newest readable checkpoint, onto `state`'s shardings; or (`state`, {})."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+        quiet_abandoned_reads()  # a damaged checkpoint's leftover reads report the moment the read fails
         unreadable: list[tuple[int, str]] = []  # (step, the error's type name): no live exceptions kept
         for step in sorted(self.manager.all_steps(), reverse=True):
             try:
@@ -170,6 +149,7 @@ def restore_params(directory: str, which: str | int = "best", subtree: tuple[str
     directory = _abs(directory)
     if not epath.Path(directory).exists():
         raise UsageError(f"{directory} does not exist: the run saved no checkpoint there yet")
+    quiet_abandoned_reads()
     verbosity = absl.logging.get_verbosity()
     absl.logging.set_verbosity(absl.logging.ERROR)  # orbax warns about read-only use and unrestored items
     try:

@@ -1,0 +1,89 @@
+"""Silence the leftovers of a failed orbax read, and only those.
+
+When orbax fails to read one array of a damaged checkpoint, the reads of the
+other arrays are abandoned mid-flight. Python reports each of them later, at a
+moment set by the garbage collector, with a full traceback:
+- a never-awaited coroutine goes to `sys.unraisablehook` ("Exception ignored in ...");
+- a future whose exception nobody retrieved is logged by asyncio's default
+  exception handler ("Future exception was never retrieved");
+- a read that completes after orbax closed its event loop makes tensorstore's
+  callback fail in `call_soon_threadsafe` ("Event loop is closed"), which is
+  reported to `sys.unraisablehook` with no object (a bare traceback).
+The failure itself has been reported already (the checkpoint is set aside with
+a warning naming it), so these reports are noise that looks like a crash.
+`quiet_abandoned_reads` (called before any read: the late completions are
+printed the moment the read fails) installs, once per process, a filter for each route
+that drops reports coming from orbax or tensorstore (or, for the closed loop,
+from asyncio's own `call_soon_threadsafe`) and passes everything else on.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import sys
+import traceback
+from typing import Any
+
+_STORAGE = ("orbax", "tensorstore")
+_NEVER_RETRIEVED = "exception was never retrieved"
+
+
+def _mentions_storage(text: str) -> bool:
+    return any(name in text.lower() for name in _STORAGE) or "OCDBT" in text
+
+
+def _from_storage_code(unraisable: Any) -> bool:
+    code = getattr(unraisable.object, "cr_code", None) or getattr(unraisable.object, "__code__", None)
+    return _mentions_storage(getattr(code, "co_filename", ""))
+
+
+def _exception_from_storage(error: BaseException | None) -> bool:
+    while error is not None:  # the error or anything it was raised from
+        files = " ".join(frame.filename for frame in traceback.extract_tb(error.__traceback__))
+        if _mentions_storage(files) or _mentions_storage(str(error)):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+class _AbandonedStorageReads(logging.Filter):
+    """Drops asyncio's "... exception was never retrieved" records about orbax/tensorstore reads."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if _NEVER_RETRIEVED not in message:
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        return not (_exception_from_storage(error) or _mentions_storage(message))
+
+
+def _late_completion(error: BaseException | None) -> bool:
+    """A read completing after its event loop closed: "Event loop is closed" raised inside asyncio."""
+    if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+        return False
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and frames[0].name == "call_soon_threadsafe" and "asyncio" in frames[0].filename
+
+
+def quiet_abandoned_reads() -> None:
+    """Install the filters (once per process)."""
+    if not getattr(sys.unraisablehook, "jaxdl_quiet_orbax", False):
+        previous = sys.unraisablehook
+
+        def hook(unraisable: Any) -> None:
+            if not (_from_storage_code(unraisable) or _exception_from_storage(unraisable.exc_value)
+                    or _late_completion(unraisable.exc_value)):
+                previous(unraisable)
+
+        hook.jaxdl_quiet_orbax = True  # type: ignore[attr-defined]
+        sys.unraisablehook = hook
+    asyncio_log = logging.getLogger("asyncio")
+    if not any(isinstance(f, _AbandonedStorageReads) for f in asyncio_log.filters):
+        asyncio_log.addFilter(_AbandonedStorageReads())
+
+
+def collect_abandoned_reads() -> None:
+    """After a failed read: the filters in place, and what can be collected now collected."""
+    quiet_abandoned_reads()
+    gc.collect()
