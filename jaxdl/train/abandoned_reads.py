@@ -63,7 +63,7 @@ def _late_completion(error: BaseException | None) -> bool:
     if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
         return False
     frames = traceback.extract_tb(error.__traceback__)
-    return bool(frames) and frames[0].name == "call_soon_threadsafe" and "asyncio" in frames[0].filename
+    return any(f.name == "call_soon_threadsafe" and "asyncio" in f.filename for f in frames)
 
 
 def quiet_abandoned_reads() -> None:
