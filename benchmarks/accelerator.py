@@ -24,8 +24,10 @@ over --lm-steps, gradients clipped to global norm 1.0), batches of 64 random win
              measured bfloat16 matmul rate (`runtime.matmul_peak_gflops(dtype="bfloat16")`).
   val loss   after all --lm-steps steps: `LanguageModel.evaluate` over the whole validation split in
              non-overlapping windows of 256 (nats per character; bpc = that / ln 2).
---quick shrinks the GPT row to a smoke test (2 layers x 2 heads, width 64, context 32, batch 8,
-20 steps) that runs on a laptop CPU in seconds; its figures say nothing about any accelerator.
+--quick shrinks both to a smoke test that runs on a laptop CPU in well under a minute (most of it
+compiling): MyNet at 16x16, batch 8, 3 timed steps, a 256 x 256 matmul peak; the GPT row 1 layer x
+2 heads, width 32, context 16, batch 8, 10 steps (flags given still win); its figures say nothing
+about any accelerator.
 Later issues add their model families' rows here.
 """
 
@@ -42,10 +44,16 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.cnn_vs_torch import build_jax_rows, training_flops_per_image  # noqa: E402
+from benchmarks.machine import make_parser, parse_quick  # noqa: E402
+from jaxdl import cli  # noqa: E402
 
 # the GPT row: (layers, heads, width, context, batch); --quick's is a CPU smoke test
 LM_FULL = dict(layers=6, heads=6, d_model=384, context=256, batch=64)
-LM_QUICK = dict(layers=2, heads=2, d_model=64, context=32, batch=8)
+LM_QUICK = dict(layers=1, heads=2, d_model=32, context=16, batch=8)
+# the MyNet rows: image size and matmul-peak size (the accelerator's, a CPU's); --quick's are tiny
+CNN_FULL = dict(image_size=48, matmul_size={"accelerator": 8192, "cpu": 2048})
+CNN_QUICK = dict(image_size=16, matmul_size={"accelerator": 256, "cpu": 256})
+QUICK = {"steps": 3, "batch_sizes": "8", "lm_steps": 10, "lm_warmup": 5}
 LM_LR, LM_WEIGHT_DECAY, LM_WARMUP, LM_CLIP = 1e-3, 0.1, 100, 1.0
 
 
@@ -64,11 +72,12 @@ def time_steps(compiled, state, batch, steps: int, warmup: int = 3) -> float:
 
 
 def cnn_rows(args, peak: float) -> list[dict]:
-    flops, _ = training_flops_per_image(48, 3, 10)
-    print(f"MyNet 48x48x3: {flops / 1e6:.0f} MFLOP/image/step")
+    S = (CNN_QUICK if args.quick else CNN_FULL)["image_size"]
+    flops, _ = training_flops_per_image(S, 3, 10)
+    print(f"MyNet {S}x{S}x3: {flops / 1e6:.0f} MFLOP/image/step")
     rows = []
-    for bs in (int(b) for b in args.batch_sizes.split(",")):
-        ns = argparse.Namespace(batch_size=bs, image_size=48, classes=10, no_augment_row=False)
+    for bs in args.batch_sizes:
+        ns = argparse.Namespace(batch_size=bs, image_size=S, classes=10, no_augment_row=False)
         for name, (compiled, state, batch, compile_s) in build_jax_rows(ns).items():
             sec = time_steps(compiled, state, batch, args.steps)
             rows.append({"row": f"MyNet {name}", "batch": bs, "images_per_s": bs / sec, "ms_per_step": 1e3 * sec,
@@ -173,22 +182,30 @@ def lm_row(args, platform: str) -> dict:
     return row
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv):
+    p = make_parser(__doc__)
     p.add_argument("--only", choices=("cnn", "lm"), help="run only the MyNet rows or only the GPT row (default: both)")
     p.add_argument("--steps", type=int, default=50, help="timed steps per MyNet row")
     p.add_argument("--batch-sizes", default="64,512", help="comma-separated MyNet batch sizes")
-    p.add_argument("--lm-steps", type=int, help="GPT training steps (default 2000; 20 with --quick)")
-    p.add_argument("--lm-warmup", type=int, help="first GPT steps left out of tokens/s (default 20; 5 with --quick)")
-    p.add_argument("--quick", action="store_true", help="shrink the GPT row to a CPU smoke test (see above)")
+    p.add_argument("--lm-steps", type=int, default=2000, help="GPT training steps")
+    p.add_argument("--lm-warmup", type=int, default=20, help="first GPT steps left out of tokens/s")
+    p.add_argument("--quick", action="store_true", help="shrink every row to a CPU smoke test (see above)")
     p.add_argument("--json", metavar="PATH", help="also write the figures here")
-    args = p.parse_args(argv)
-    if args.lm_steps is None:
-        args.lm_steps = 20 if args.quick else 2000
-    if args.lm_warmup is None:
-        args.lm_warmup = 5 if args.quick else 20
+    args = parse_quick(p, argv, QUICK)
     if args.lm_steps < 2 or args.lm_warmup < 0 or args.steps < 1:
         p.error("--lm-steps must be at least 2, --lm-warmup at least 0, --steps at least 1")
+    try:
+        batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    except ValueError:
+        batch_sizes = []
+    if not batch_sizes or min(batch_sizes) < 1:
+        p.error(f"--batch-sizes wants positive whole numbers separated by commas, got {args.batch_sizes!r}")
+    args.batch_sizes = batch_sizes
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     from jaxdl import runtime
 
     runtime.configure_xla()
@@ -198,7 +215,8 @@ def main(argv=None) -> dict:
     line = f"device: {dev.platform} {dev.device_kind} x{jax.device_count()}; jax {jax.__version__}"
     figures = {"device": f"{dev.platform} {dev.device_kind}", "jax": jax.__version__}
     if args.only != "lm":
-        peak = runtime.matmul_peak_gflops(8192 if dev.platform != "cpu" else 2048)
+        sizes = (CNN_QUICK if args.quick else CNN_FULL)["matmul_size"]
+        peak = runtime.matmul_peak_gflops(sizes["cpu" if dev.platform == "cpu" else "accelerator"])
         print(f"{line}; float32 matmul (default precision) {peak:,.0f} GFLOP/s")
         figures.update(matmul_gflops=peak, rows=cnn_rows(args, peak))
     else:
@@ -214,4 +232,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -1,7 +1,7 @@
 """MyNet training-step speed: jaxdl (XLA) against the seed's PyTorch CNN, side by side on this machine.
 
     python benchmarks/cnn_vs_torch.py [--batch-size 64] [--steps 30] [--warmup 5] [--image-size 48]
-                                      [--rounds 5] [--threads N] [--json PATH]
+                                      [--rounds 5] [--threads N] [--quick] [--json PATH]
 
 Three rows, all one Adam(lr 1e-3, weight decay 1e-4, coupled L2) step on a batch of generated data:
   jaxdl                 MyNet, the engine's `make_train_step`, dropout on, already-normalised float32 images
@@ -16,11 +16,14 @@ peak divides the achieved FLOP rate (images/s x training FLOPs per image) by the
 frameworks' measured float32 matmul rates. Training FLOPs per image are 3x the forward FLOPs of the convs and
 dense layers (forward, plus backward's gradients with respect to activations and to weights, each about
 one forward), counted from the layer shapes: 578 MFLOP for 48x48x3 and 10 classes.
+
+--quick checks the script end to end in well under a minute (most of it compiling): 16x16 images,
+batch 8, 4 steps in 2 rounds after 1 warmup step, a 256 x 256 matmul peak (any of these given as
+flags still wins); its figures measure nothing.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -29,14 +32,16 @@ import time
 if __package__ in (None, ""):  # run as a script: make `benchmarks.torch_models` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.machine import available_cpus, describe, pin_threads, write_json  # noqa: E402
+from benchmarks.machine import (available_cpus, check_positive, describe, make_parser, parse_quick,  # noqa: E402
+                                pin_threads, require_torch, write_json)
+from jaxdl import cli  # noqa: E402
 
 MNIST_MEAN_STD = ((0.1307,), (0.3081,))
+QUICK = {"batch_size": 8, "steps": 4, "warmup": 1, "image_size": 16, "rounds": 2, "matmul_size": 256}
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = make_parser(__doc__)
     p.add_argument("--batch-size", type=int, default=64, help="images per training step")
     p.add_argument("--steps", type=int, default=30, help="measured steps per row, split over the rounds")
     p.add_argument("--warmup", type=int, default=5, help="unmeasured steps per row after compiling")
@@ -47,13 +52,14 @@ def parse_args(argv):
                    help="CPU threads for both frameworks (pins the process to that many cores); 0: all")
     p.add_argument("--matmul-size", type=int, default=2048, help="n for the n x n float32 matmul peak")
     p.add_argument("--no-augment-row", action="store_true", help="skip the jaxdl + augmentation row")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, a few steps: checks the script (see above)")
     p.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
-    args = p.parse_args(argv)
+    args = parse_quick(p, argv, QUICK)
     if args.image_size % 4 or args.image_size <= 0:
         p.error(f"--image-size must be a positive multiple of 4, got {args.image_size}")
-    for name in ("batch_size", "steps", "rounds", "classes"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    check_positive(p, args, ("batch_size", "steps", "rounds", "classes", "matmul_size"))
+    if args.warmup < 0 or args.threads < 0:
+        p.error("--warmup and --threads must be at least 0")
     return args
 
 
@@ -167,6 +173,7 @@ def build_torch_row(args):
 
 def main(argv=None) -> dict:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    require_torch()
     pin_threads(args.threads)
     from jaxdl import runtime
 
@@ -260,4 +267,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

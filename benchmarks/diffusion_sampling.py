@@ -1,7 +1,7 @@
 """Sampling speed of a trained text-to-image run: DDIM (few steps) against DDPM (all T steps).
 
     python benchmarks/diffusion_sampling.py [--workdir runs/diffusion] [--checkpoint latest]
-        [--ddim-samples 50] [--ddpm-samples 5] [--sample-steps 50] [--eta 0] [--guidance 1]
+        [--ddim-samples 50] [--ddpm-samples 5] [--sample-steps 50] [--eta 0] [--guidance 1] [--quick]
 
 Loads the run with `jaxdl.load` (its model.json gives the model, the noise schedule and the class
 prompts) and draws, from its EMA parameters, images for every class prompt with
@@ -10,16 +10,24 @@ prompts) and draws, from its EMA parameters, images for every class prompt with
 each one jitted `lax.scan` vmapped over the prompts, compiled ahead of time (compile seconds
 reported apart). images/s = images drawn / seconds of the compiled call. Guidance costs the same
 at any weight: the conditional and null predictions share one batch.
+
+--quick checks the script end to end: one image per prompt in each row, 3 DDIM steps (flags given
+still win), from --workdir if given, else from a tiny run it first trains in a temporary folder
+(`experiments/diffusion.py` with TINY_RUN's flags: a minute or two on a laptop CPU, most of it
+compiling); its figures measure nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
 import sys
+import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 from jaxdl import runtime  # noqa: E402
 
@@ -35,18 +43,35 @@ from jaxdl.errors import UsageError  # noqa: E402
 from jaxdl.tasks.text_to_image import SamplerConfig  # noqa: E402
 from jaxdl.train.metrics import device_description  # noqa: E402
 
+WORKDIR = "runs/diffusion"
+FULL = {"ddim_samples": 50, "ddpm_samples": 5, "sample_steps": 50}
+QUICK = {"ddim_samples": 1, "ddpm_samples": 1, "sample_steps": 3}
+# experiments/diffusion.py flags of --quick's own run: the smallest U-Net and text encoder, a few steps
+TINY_RUN = ["--channels", "8", "--levels", "1", "--blocks", "1", "--heads", "2", "--text-layers", "1",
+            "--text-width", "16", "--batch-size", "16", "--timesteps", "20", "--sample-steps", "2",
+            "--num-samples", "1", "--judge-epochs", "1", "--steps", "2", "--eval-every", "2", "--log-every", "2",
+            "--lr-schedule", "constant", "--warmup-steps", "0"]
+
 
 @dataclasses.dataclass
 class Config:
-    workdir: str = field("runs/diffusion", "a trained run of experiments/diffusion.py")
+    workdir: str | None = field(None, f"a trained run of experiments/diffusion.py (none: {WORKDIR}, or with --quick "
+                                      "a tiny run trained first)")
     checkpoint: str = field("latest", "best | latest | a step number")
-    ddim_samples: int = field(50, "images per class prompt for the DDIM row")
-    ddpm_samples: int = field(5, "images per class prompt for the DDPM row (it takes all T steps)")
-    sample_steps: int = field(50, "DDIM steps")
+    ddim_samples: int | None = field(None, f"images per class prompt for the DDIM row (none: {FULL['ddim_samples']}, "
+                                           f"or {QUICK['ddim_samples']} with --quick)")
+    ddpm_samples: int | None = field(None, "images per class prompt for the DDPM row, which takes all T steps (none: "
+                                           f"{FULL['ddpm_samples']}, or {QUICK['ddpm_samples']} with --quick)")
+    sample_steps: int | None = field(None, f"DDIM steps (none: {FULL['sample_steps']}, or {QUICK['sample_steps']} "
+                                           "with --quick)")
     eta: float = field(0.0, "DDIM noise: 0 = deterministic")
     guidance: float = field(1.0, "classifier-free guidance weight")
+    quick: bool = field(False, "check the script end to end in little time (see above)")
 
     def __post_init__(self) -> None:
+        for name, value in (QUICK if self.quick else FULL).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         for name in ("ddim_samples", "ddpm_samples", "sample_steps"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -54,11 +79,35 @@ class Config:
             raise UsageError(f"--eta and --guidance must be >= 0, got {self.eta} and {self.guidance}")
 
 
+def train_tiny_run(folder: str) -> str:
+    """--quick without --workdir: train TINY_RUN in `folder`; returns its workdir."""
+    workdir = os.path.join(folder, "diffusion")
+    print(f"training a tiny run: experiments/diffusion.py {' '.join(TINY_RUN)}", flush=True)
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "diffusion.py"), *TINY_RUN,
+                           "--workdir", workdir], capture_output=True, text=True, cwd=ROOT)
+    if done.returncode:
+        raise RuntimeError(f"experiments/diffusion.py exited with status {done.returncode}:\n{done.stderr[-2000:]}")
+    return workdir
+
+
+def parse_args(argv) -> Config:
+    return cli.parse(Config, argv, __doc__)
+
+
 def main(argv: list[str] | None = None) -> list[tuple]:
-    cfg = cli.parse(Config, argv, __doc__)
-    model = jaxdl.load(cfg.workdir, int(cfg.checkpoint) if cfg.checkpoint.isdigit() else cfg.checkpoint)
+    cfg = parse_args(argv)
+    if cfg.workdir is None and cfg.quick:
+        with tempfile.TemporaryDirectory(prefix="jaxdl-diffusion-") as folder:
+            return sample_speed(cfg, train_tiny_run(folder), "a tiny run (--quick)")
+    workdir = cfg.workdir or WORKDIR
+    return sample_speed(cfg, workdir, workdir)
+
+
+def sample_speed(cfg: Config, workdir: str, label: str) -> list[tuple]:
+    """Both rows, timed, and their table (under `label`, the run's name); returns the rows."""
+    model = jaxdl.load(workdir, int(cfg.checkpoint) if cfg.checkpoint.isdigit() else cfg.checkpoint)
     if model.family != "diffusion":
-        raise UsageError(f"{cfg.workdir} is a {model.family} run: give a run of experiments/diffusion.py")
+        raise UsageError(f"{workdir} is a {model.family} run: give a run of experiments/diffusion.py")
     spec = model.info["diffusion"]
     T, shape = spec["timesteps"], tuple(spec["image_shape"])
     if cfg.sample_steps > T:
@@ -77,7 +126,7 @@ def main(argv: list[str] | None = None) -> list[tuple]:
         seconds = time.perf_counter() - t0
         images = n * len(model.class_prompts)
         rows.append((sampler, steps, images, compile_s, seconds, images / seconds))
-    print(f"\n{cfg.workdir} at step {model.step}, {shape[0]}x{shape[1]}, guidance {cfg.guidance}; "
+    print(f"\n{label} at step {model.step}, {shape[0]}x{shape[1]}, guidance {cfg.guidance}; "
           f"device {device_description()}")
     print(f"{'sampler':8} {'steps':>6} {'images':>7} {'compile s':>10} {'seconds':>8} {'images/s':>9}")
     for sampler, steps, images, compile_s, seconds, ips in rows:

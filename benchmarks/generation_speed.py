@@ -2,7 +2,7 @@
 
     python benchmarks/generation_speed.py [--layers 4] [--heads 4] [--d-model 128] [--context 512]
                                           [--vocab 65] [--prompt-len 16] [--new-tokens 256]
-                                          [--batch-size 1] [--repeats 5] [--seed 0] [--json PATH]
+                                          [--batch-size 1] [--repeats 5] [--seed 0] [--quick] [--json PATH]
 
 The model: a `DecoderLM` (pre-norm, learned positions, LayerNorm, untied head, float32) with random
 initial weights (speed does not depend on what the weights are), prompts of --prompt-len random
@@ -30,6 +30,10 @@ Both are greedy on the same model, so they must produce the same tokens, up to f
 (the two paths sum attention in a different order and over a different number of masked
 positions); the script prints whether they match and, where not, the first difference and the gap
 between the two best logits there.
+
+--quick checks the script end to end in well under a minute (most of it compiling): 1 layer x
+2 heads, width 16, context 32, a 4-token prompt, 8 new tokens, 1 repeat (any of these given as
+flags still wins); its figures measure nothing.
 """
 
 from __future__ import annotations
@@ -43,9 +47,11 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks.machine` impo
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.lm_harness import add_gpt_args, check_heads  # noqa: E402
-from benchmarks.machine import check_positive, make_parser, write_json  # noqa: E402
+from benchmarks.machine import check_positive, make_parser, parse_quick, write_json  # noqa: E402
+from jaxdl import cli  # noqa: E402
 
 TARGET_RATIO = 5.0
+QUICK = {"layers": 1, "heads": 2, "d_model": 16, "context": 32, "prompt_len": 4, "new_tokens": 8, "repeats": 1}
 
 
 def parse_args(argv):
@@ -58,8 +64,9 @@ def parse_args(argv):
     p.add_argument("--batch-size", type=int, default=1, help="prompts generated from at once")
     p.add_argument("--repeats", type=int, default=5, help="timed calls of each method (median reported)")
     p.add_argument("--seed", type=int, default=0, help="seeds the weights and the prompts")
+    p.add_argument("--quick", action="store_true", help="a tiny model and one repeat: checks the script (see above)")
     p.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
-    args = p.parse_args(argv)
+    args = parse_quick(p, argv, QUICK)
     check_positive(p, args, ("layers", "heads", "d_model", "context", "vocab", "prompt_len", "new_tokens",
                              "batch_size", "repeats"))
     check_heads(p, args)
@@ -184,4 +191,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -5,7 +5,8 @@
 
 A run not given is made first in a temporary folder with the experiment's default model (MyNet at
 48x48; the 2 x 256 LSTM; the 4-layer GPT) trained for a few steps: speed does not depend on what
-the weights are. --quick makes tiny models instead (to check the script).
+the weights are. --quick checks the script end to end: tiny models for the runs it makes, 16 images,
+8 new tokens, 1 repeat (any of these given as flags still wins); its figures measure nothing.
 
   load + predict   a fresh process: `import jaxdl`, `jaxdl.load(cnn)`, then `predict` on --images
                    digits (8x8, resized to the model's 48x48 inside the jitted function): the first
@@ -30,7 +31,9 @@ import time
 if __package__ in (None, ""):  # run as a script: make `benchmarks.machine` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.machine import check_positive, make_parser, write_json  # noqa: E402
+from benchmarks.machine import check_positive, make_parser, parse_quick, write_json  # noqa: E402
+from jaxdl import cli  # noqa: E402
+from jaxdl.errors import UsageError  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAKE = {  # experiment, flags: (default model, a few steps) or (--quick: tiny)
@@ -42,6 +45,8 @@ MAKE = {  # experiment, flags: (default model, a few steps) or (--quick: tiny)
             ["--layers", "1", "--d-model", "16", "--heads", "2", "--seq-len", "16", "--steps", "2", "--eval-every", "2",
              "--sample-length", "8"]),
 }
+FAMILY = {"cnn": "classifier", "lstm": "language_model", "gpt": "language_model"}  # what each flag's run must be
+QUICK = {"images": 16, "new_tokens": 8, "repeats": 1}
 LOAD_AND_PREDICT = """
 import json, statistics, sys, time
 t0 = time.perf_counter()
@@ -71,11 +76,38 @@ def parse_args(argv):
     p.add_argument("--images", type=int, default=1000, help="images per predict call")
     p.add_argument("--new-tokens", type=int, default=200, help="tokens per generate call")
     p.add_argument("--repeats", type=int, default=3, help="timed calls after the first (median reported)")
-    p.add_argument("--quick", action="store_true", help="make tiny runs (checks the script, not a figure)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny runs, few images and tokens: checks the script (see above)")
     p.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
-    args = p.parse_args(argv)
+    args = parse_quick(p, argv, QUICK)
     check_positive(p, args, ("images", "new_tokens", "repeats"))
     return args
+
+
+def check_runs(args) -> None:
+    """Refuse a given run that is missing or of the wrong family, before anything is timed."""
+    from jaxdl.train.description import read_info
+
+    for name, family in FAMILY.items():
+        workdir = getattr(args, name)
+        if workdir is None:
+            continue
+        try:
+            info = read_info(workdir)
+        except UsageError as e:
+            raise UsageError(f"--{name}: {e}") from None
+        if info["family"] != family:
+            raise UsageError(f"--{name} {workdir} is a {info['family']} run; give a {family} run "
+                             f"(or leave --{name} out to make one)")
+
+
+def run_checked(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run that must succeed; on failure the error names the command and ends its stderr."""
+    done = subprocess.run(argv, capture_output=True, cwd=ROOT, **kwargs)
+    if done.returncode:
+        err = done.stderr if isinstance(done.stderr, str) else done.stderr.decode(errors="replace")
+        raise RuntimeError(f"{' '.join(argv[:3])} ... exited with status {done.returncode}:\n{err[-2000:]}")
+    return done
 
 
 def jaxdl_command() -> list[str]:
@@ -88,7 +120,7 @@ def wall(argv: list[str], repeats: int) -> float:
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        subprocess.run(argv, check=True, capture_output=True, cwd=ROOT)
+        run_checked(argv)
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
@@ -97,8 +129,8 @@ def make_run(name: str, folder: str, quick: bool) -> str:
     script, flags, tiny = MAKE[name]
     workdir = os.path.join(folder, name)
     print(f"making a {name} run: experiments/{script} {' '.join(tiny if quick else flags)}", flush=True)
-    subprocess.run([sys.executable, os.path.join("experiments", script), *(tiny if quick else flags), "--workdir",
-                    workdir], check=True, capture_output=True, cwd=ROOT)
+    run_checked([sys.executable, os.path.join("experiments", script), *(tiny if quick else flags),
+                 "--workdir", workdir])
     return workdir
 
 
@@ -106,15 +138,16 @@ def main(argv=None) -> dict:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from jaxdl import runtime
 
-    runtime.configure_xla()
+    runtime.configure_xla()  # before jax is imported (check_runs imports it)
+    check_runs(args)
     import jax
 
     import jaxdl
 
     with tempfile.TemporaryDirectory(prefix="jaxdl-inference-") as folder:
         runs = {name: getattr(args, name) or make_run(name, folder, args.quick) for name in MAKE}
-        out = subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, runs["cnn"], str(args.images), str(args.repeats)],
-                             check=True, capture_output=True, text=True, cwd=ROOT).stdout
+        out = run_checked([sys.executable, "-c", LOAD_AND_PREDICT, runs["cnn"], str(args.images), str(args.repeats)],
+                          text=True).stdout
         cnn = json.loads(out.strip().splitlines()[-1])
         generation = {}
         for name in ("lstm", "gpt"):
@@ -163,4 +196,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

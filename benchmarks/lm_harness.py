@@ -27,7 +27,8 @@ import statistics
 import sys
 import time
 
-from benchmarks.machine import available_cpus, check_positive, describe, load_average, pin_threads, write_json
+from benchmarks.machine import (available_cpus, check_positive, describe, load_average, parse_quick, pin_threads,
+                                require_torch, write_json)
 
 INITIAL_LOSS_TOLERANCE = 1e-4
 VAL_LOSS_TARGET = 0.03
@@ -59,15 +60,18 @@ def add_run_args(p, batch_size: int, steps: int) -> None:
 def add_common_tail(p) -> None:
     """--seed, --quick, --json."""
     p.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the training windows")
-    p.add_argument("--quick", action="store_true", help="smoke test: 6 steps in 2 rounds (overrides --steps/--rounds)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test of the whole script: a tiny model, 6 steps in 2 rounds (flags given still win)")
     p.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
 
 
-def finish_args(p, argv, positive, check=None):
-    """Parse; --quick; every flag in `positive` at least 1; `check(p, args)`; enough steps for the rounds."""
-    args = p.parse_args(argv)
-    if args.quick:
-        args.steps, args.rounds = 6, 2
+QUICK_RUN = {"steps": 6, "rounds": 2}
+
+
+def finish_args(p, argv, positive, check=None, quick=None):
+    """Parse (--quick: `quick` and QUICK_RUN as the defaults); every flag in `positive` at least 1;
+    `check(p, args)`; enough steps for the rounds."""
+    args = parse_quick(p, argv, {**QUICK_RUN, **(quick or {})})
     check_positive(p, args, positive)
     if check is not None:
         check(p, args)
@@ -82,6 +86,7 @@ class LMComparison:
     `validate`, `summarize`, `print_table`, `print_summary`, `finish`, in that order (see the module docstring)."""
 
     def __init__(self, args, seq_len: int):
+        require_torch()
         self.args, self.B, self.T = args, args.batch_size, seq_len
         self.tokens_per_step = self.B * self.T
         pin_threads(args.threads)

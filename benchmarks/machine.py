@@ -1,17 +1,46 @@
-"""What every side-by-side benchmark shares: the parser, CPU pinning, the machine line, the JSON figures."""
+"""What every benchmark script shares: the parser (bad flags: one `error:` line, exit status 2, through
+`jaxdl.cli.run`), `--quick`, the torch check, CPU pinning, the machine line, the JSON figures."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
 import sys
+import typing
+
+from jaxdl.errors import UsageError
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:  # argparse would print the usage too, and exit 2 itself
+        raise UsageError(f"{message} (see --help)")
 
 
 def make_parser(doc: str) -> argparse.ArgumentParser:
-    """A parser described by the first line of a script's docstring, the whole docstring kept as is in --help."""
-    return argparse.ArgumentParser(description=doc.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    """A parser whose --help shows a script's docstring as it is written; its errors (and `p.error`)
+    raise UsageError, which `jaxdl.cli.run` prints as one line."""
+    return _OneLineParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+
+
+def parse_quick(p: argparse.ArgumentParser, argv, quick: dict) -> argparse.Namespace:
+    """Parse argv; with --quick, `quick` (dest -> value) replaces those defaults, so flags given
+    explicitly still win (parsing twice is how argparse tells the two apart)."""
+    args = p.parse_args(argv)
+    if args.quick:
+        p.set_defaults(**quick)
+        args = p.parse_args(argv)
+    return args
+
+
+def require_torch() -> None:
+    """Stop with one line (exit status 2) where PyTorch is not installed; without importing it, so
+    that `pin_threads` still comes first."""
+    if importlib.util.find_spec("torch") is None:
+        raise UsageError("this benchmark compares against PyTorch, which is not installed: "
+                         "pip install torch (the CPU build is enough)")
 
 
 def check_positive(p: argparse.ArgumentParser, args: argparse.Namespace, names) -> None:

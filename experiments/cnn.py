@@ -42,7 +42,7 @@ from jaxdl.train.state import num_params  # noqa: E402
 @dataclasses.dataclass
 class Config(TrainConfig):
     dataset: str = field("digits", "digits | mnist | fashion_mnist | cifar10 | tfds:NAME | folder:PATH")
-    data_dir: str = field("", "TFDS data directory (default: TFDS's own, ~/tensorflow_datasets)")
+    data_dir: str = field("", "TFDS data directory (default: TFDS's own, ~/tensorflow_datasets)", resume="free")
     image_size: int = field(48, "model input height and width; a multiple of 4")
     channels: int = field(3, "model input channels; grey images are copied to 3")
     num_classes: int = field(0, "output classes; 0 = the dataset's")
@@ -51,7 +51,7 @@ class Config(TrainConfig):
     rotation: float = field(10.0, "random rotation range in degrees (+-)")
     brightness: float = field(0.2, "brightness jitter")
     contrast: float = field(0.2, "contrast jitter")
-    workdir: str = field("runs/cnn", "where checkpoints, metrics and pictures go; rerun to resume")
+    workdir: str = field("runs/cnn", "where checkpoints, metrics and pictures go; rerun to resume", resume="free")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -70,6 +70,16 @@ class Config(TrainConfig):
             raise UsageError(f"--rotation must be in [0, 180] degrees, got {self.rotation}")
         if self.num_classes < 0:
             raise UsageError(f"--num-classes must be >= 0 (0 = the dataset's), got {self.num_classes}")
+        if self.image_size > 256:
+            raise UsageError(f"--image-size must be at most 256 (MyNet's dense layer grows with its square: 268M "
+                             f"weights at 256), got {self.image_size:,}")
+        if self.num_classes > 100_000:
+            raise UsageError(f"--num-classes must be at most 100,000, got {self.num_classes:,}")
+        _, colon, path = self.dataset.partition(":")
+        if not self.dataset or (colon and not path):
+            raise UsageError(f"--dataset {self.dataset!r} names no images: use digits, mnist, tfds:NAME or folder:PATH")
+        cli.check_path("--dataset", path if colon else self.dataset)  # a TFDS name becomes a directory name
+        cli.check_path("--data-dir", self.data_dir)
 
 
 def main(argv=None) -> dict:
@@ -78,6 +88,9 @@ def main(argv=None) -> dict:
     data = load_images(cfg.dataset, cfg.data_dir or None, cfg.image_size)
     num_classes = cfg.num_classes or data.num_classes
     data.check_labels(num_classes)
+    spe = steps_per_epoch(len(data.train), cfg.batch_size)
+    if spe < 1:
+        raise UsageError(f"--batch-size {cfg.batch_size} exceeds the {len(data.train)} training images: lower it")
     print(f"{data.name}: {len(data.train)} train / {len(data.test)} test images "
           f"{data.train.images.shape[1:]}, {num_classes} classes; device {device_description()}")
     model = MyNet(num_classes, cfg.image_size, cfg.channels, cfg.pool, cfg.dropout)
@@ -88,9 +101,6 @@ def main(argv=None) -> dict:
 
     train = {"image": data.train.images, "label": data.train.labels}
     test = {"image": data.test.images, "label": data.test.labels}
-    spe = steps_per_epoch(len(data.train), cfg.batch_size)
-    if spe < 1:
-        raise UsageError(f"--batch-size {cfg.batch_size} exceeds the {len(data.train)} training images: lower it")
     optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay, momentum=cfg.momentum, schedule=cfg.schedule,
                                warmup_steps=cfg.warmup_steps, total_steps=cfg.epochs * spe, clip_norm=cfg.clip_norm)
     example = next(eval_batches(test, 1))
@@ -102,7 +112,7 @@ def main(argv=None) -> dict:
     result = fit(state, make_train_step(task.loss, optimizer),
                  functools.partial(train_batches, train, cfg.batch_size, cfg.seed), spe,
                  lambda p: task.evaluate(p, eval_batches(test, cfg.batch_size)), cfg,
-                 best_metric="accuracy", best_mode="max", identity={"dataset": data.name}, describe=info)
+                 best_metric="accuracy", best_mode="max", resolved={"dataset": data.name}, describe=info)
 
     report(result.eval_metrics, data.class_names, cfg.workdir)
     summary = {

@@ -41,11 +41,11 @@ from jaxdl.data.images import ImageDataset, load_images, resized  # noqa: E402
 from jaxdl.errors import UsageError  # noqa: E402
 from jaxdl.models.unet import TextConditionedUNet, check_image_size  # noqa: E402
 from jaxdl.tasks.diffusion import SAMPLERS, SCHEDULES, make_schedule  # noqa: E402
-from jaxdl.tasks.judge import Judge, judge_samples, judge_workdir, to_uint8  # noqa: E402
+from jaxdl.tasks.judge import BATCH_SIZE as JUDGE_BATCH, Judge, judge_samples, judge_workdir, to_uint8  # noqa: E402
 from jaxdl.tasks.run_info import diffusion_info  # noqa: E402
 from jaxdl.tasks.text_to_image import SamplerConfig, TextToImage  # noqa: E402
 from jaxdl.train import TrainConfig, TrainState, fit, make_optimizer, make_train_step  # noqa: E402
-from jaxdl.train import description  # noqa: E402
+from jaxdl.train import description, run_config  # noqa: E402
 from jaxdl.train.checkpoint import load_trained  # noqa: E402
 from jaxdl.train.config import SCHEDULES as LR_SCHEDULES  # noqa: E402
 from jaxdl.train.metrics import device_description, write_summary  # noqa: E402
@@ -57,9 +57,9 @@ from jaxdl.train.warm_start import warm_start  # noqa: E402
 @dataclasses.dataclass
 class Config(TrainConfig):
     dataset: str = field("digits", "digits | mnist | fashion_mnist | tfds:NAME | folder:PATH")
-    data_dir: str = field("", "TFDS data directory (default: TFDS's own)")
+    data_dir: str = field("", "TFDS data directory (default: TFDS's own)", resume="free")
     image_size: int = field(0, "train and sample at this height and width; 0 = the dataset's own")
-    steps: int = field(1000, "training steps in all; a larger value continues a finished run")
+    steps: int = field(1000, "training steps in all; a larger value continues a finished run", resume="length")
     eval_every: int = field(250, "evaluate the held-out denoising loss and checkpoint every N steps")
     batch_size: int = field(128, "images per training step")
     lr: float = field(1e-3, "peak learning rate")
@@ -80,15 +80,16 @@ class Config(TrainConfig):
     text_layers: int = field(2, "text encoder transformer layers")
     text_width: int = field(64, "text encoder width")
     max_prompt_bytes: int = field(47, "longest prompt in UTF-8 bytes")
-    sampler: str = field("ddim", "ddpm (all T steps) | ddim")
-    sample_steps: int = field(50, "DDIM steps (1..T)")
-    eta: float = field(0.0, "DDIM noise: 0 = deterministic, 1 = DDPM's variance")
-    guidance: float = field(1.0, "classifier-free guidance weight w >= 0 (0 = conditional only)")
-    prompt: str = field("", "prompts to draw, separated by '|'; empty = one per class")
-    num_samples: int = field(50, "images per prompt (and per class for the judged samples)")
-    sample_only: bool = field(False, "skip training: draw from the workdir's checkpoint")
-    judge_epochs: int = field(30, "epochs for the MyNet judge trained on the real images")
-    workdir: str = field("runs/diffusion", "where checkpoints, metrics and pictures go; rerun to resume")
+    sampler: str = field("ddim", "ddpm (all T steps) | ddim", resume="free")
+    sample_steps: int = field(50, "DDIM steps (1..T)", resume="free")
+    eta: float = field(0.0, "DDIM noise: 0 = deterministic, 1 = DDPM's variance", resume="free")
+    guidance: float = field(1.0, "classifier-free guidance weight w >= 0 (0 = conditional only)", resume="free")
+    prompt: str = field("", "prompts to draw, separated by '|'; empty = one per class", resume="free")
+    num_samples: int = field(50, "images per prompt (and per class for the judged samples)", resume="free")
+    sample_only: bool = field(False, "skip training: draw from the workdir's checkpoint", resume="free")
+    judge_epochs: int = field(30, "epochs for the MyNet judge trained on the real images", resume="free")
+    workdir: str = field("runs/diffusion", "where checkpoints, metrics and pictures go; rerun to resume",
+                         resume="free")
     epochs: int = fixed(1)  # counted in --steps
 
     def lr_schedule_flag(self) -> tuple[str, str]:
@@ -118,11 +119,37 @@ class Config(TrainConfig):
             raise UsageError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.dropout < 1:
             raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.image_size < 0:
-            raise UsageError(f"--image-size must be >= 0 (0 = the dataset's own), got {self.image_size}")
+        if not 0 <= self.image_size <= 256:
+            raise UsageError(f"--image-size must be in 0..256 (0 = the dataset's own; the MyNet judge's dense layer "
+                             f"grows with its square), got {self.image_size:,}")
         if self.channels % self.heads or self.text_width % self.heads:
             raise UsageError(f"--heads {self.heads} must divide --channels {self.channels} and --text-width "
                              f"{self.text_width}")
+        # Sizes past these cannot be allocated (or, for --eval-every, a round's batches are drawn up front).
+        for name, most in (("timesteps", 100_000), ("eval_every", 100_000), ("levels", 16), ("blocks", 1024),
+                           ("text_layers", 1024), ("text_width", 2 ** 14), ("max_prompt_bytes", 4096),
+                           ("num_samples", 10_000)):
+            if getattr(self, name) > most:
+                raise UsageError(f"--{name.replace('_', '-')} must be at most {most:,}, got {getattr(self, name):,}: "
+                                 "lower it")
+        if self.channels << (self.levels - 1) > 2 ** 14:
+            raise UsageError(f"--channels {self.channels:,} doubled over {self.levels} --levels is wider than "
+                             f"{2 ** 14:,} at the lowest level: lower --channels or --levels")
+        if self.eta > 1:
+            raise UsageError(f"--eta must be in [0, 1] (1 = DDPM's variance), got {self.eta}")
+        if self.guidance > 100:
+            raise UsageError(f"--guidance must be at most 100 (typical: 1 to 10), got {self.guidance}")
+        _, colon, path = self.dataset.partition(":")
+        if not self.dataset or (colon and not path):
+            raise UsageError(f"--dataset {self.dataset!r} names no images: use digits, mnist, tfds:NAME or folder:PATH")
+        cli.check_path("--dataset", path if colon else self.dataset)  # a TFDS name becomes a directory name
+        cli.check_path("--data-dir", self.data_dir)
+        if self.prompt:  # each prompt must fit the text encoder
+            prompts = captions.parse_prompts(self.prompt)
+            try:
+                captions.encode(prompts, self.max_prompt_bytes + 1)
+            except UsageError as e:
+                raise UsageError(f"--prompt: {e}") from None
 
     def sampler_config(self) -> SamplerConfig:
         return SamplerConfig(self.sampler, self.sample_steps, self.eta, self.guidance)
@@ -157,6 +184,21 @@ class Setup:
     info: dict  # model.json
 
 
+def check_judgeable(data: ImageDataset, size: int, cfg: Config) -> None:
+    """Everything the run meets after training (the judge, the samples) checked before it trains."""
+    if size % 4:
+        raise UsageError(f"--image-size {size}: the samples are judged by a MyNet (two 2x2 pools), which needs a "
+                         "multiple of 4: choose one such as " + f"{size - size % 4 or 4} or {size + 4 - size % 4}")
+    if len(data.train) < JUDGE_BATCH:
+        raise UsageError(f"{data.name} has {len(data.train)} training images; the MyNet judge trains on batches of "
+                         f"{JUDGE_BATCH}: give it at least {JUDGE_BATCH}")
+    if len(data.test) < 2:
+        raise UsageError(f"{data.name} has {len(data.test)} test image(s); judging the samples (the Frechet distance "
+                         "of real test images) needs at least 2")
+    if len(data.train) < cfg.batch_size:
+        raise UsageError(f"--batch-size {cfg.batch_size} exceeds the {len(data.train)} training images: lower it")
+
+
 def setup(cfg: Config) -> Setup:
     """Load and resize the data, build the model and task, initialise the state; bad input -> UsageError."""
     data = load_images(cfg.dataset, cfg.data_dir or None, cfg.image_size or None)
@@ -168,6 +210,7 @@ def setup(cfg: Config) -> Setup:
         check_image_size(size, cfg.levels)
     except ValueError as e:
         raise UsageError(f"--image-size {size}, --levels {cfg.levels}: {e}") from None
+    check_judgeable(data, size, cfg)
     data = resized(data, size)
     print(f"{data.name}: {len(data.train)} train / {len(data.test)} test images at {size}x{size}x{C}, "
           f"{data.num_classes} classes; device {device_description()}")
@@ -188,6 +231,10 @@ def setup(cfg: Config) -> Setup:
     return Setup(data, (size, size, C), task, optimizer, state, class_prompts, info)
 
 
+def resolved(run: Setup) -> dict:
+    return {"dataset": run.data.name, "image_size": run.shape[0]}
+
+
 def train(cfg: Config, run: Setup) -> tuple[TrainState, dict]:
     """The engine's fit with an EMA of the params (evaluated and sampled from); the state and its timings."""
     train_set = {"image": run.data.train.images, "label": run.data.train.labels}
@@ -195,7 +242,7 @@ def train(cfg: Config, run: Setup) -> tuple[TrainState, dict]:
     result = fit(run.state, make_train_step(run.task.loss, run.optimizer, ema_decay=cfg.ema_decay),
                  lambda r, skip: cycled_batches(train_set, cfg.batch_size, cfg.seed, r, cfg.eval_every, skip),
                  cfg.eval_every, lambda p: run.task.evaluate(p, eval_batches(test_set, 256), cfg.seed), cfg,
-                 identity={"dataset": run.data.name, "image_size": run.shape[0]}, total_steps=cfg.steps,
+                 resolved=resolved(run), total_steps=cfg.steps,
                  eval_params=lambda s: s.extras["ema"], describe=run.info)
     return result.state, {"train_examples_per_sec": result.train_examples_per_sec,
                           "compile_seconds": result.compile_seconds}
@@ -239,10 +286,13 @@ def main(argv=None) -> dict:
     grid_prompts = captions.parse_prompts(cfg.prompt) if cfg.prompt else []
     captions.encode(grid_prompts, cfg.max_prompt_bytes + 1)  # a prompt that does not fit stops here
     run = setup(cfg)
-    if cfg.sample_only:
-        description.check(cfg.workdir, run.info)  # the flags must describe the model that was trained
-        state, timings = load_trained(run.state, cfg.checkpoint_path(), "--sample-only"), {}
-        print(f"Sampling from step {step_of(state)} ({cfg.checkpoint_path()})")
+    if cfg.sample_only:  # the flags must describe the run that was trained (the rule of a resume)
+        run_config.check(cfg.workdir, cfg, resolved(run))
+        description.check(cfg.workdir, run.info)
+        directory = cfg.checkpoint_dir or description.checkpoint_dir(cfg.workdir, description.read(cfg.workdir) or
+                                                                      {"checkpoints": {}})
+        state, timings = load_trained(run.state, directory, "--sample-only"), {}
+        print(f"Sampling from step {step_of(state)} ({directory})")
     else:
         state, timings = train(cfg, run)
     summary = draw_and_judge(cfg, run, state.extras["ema"], grid_prompts or run.class_prompts)

@@ -53,10 +53,10 @@ class Config(TrainConfig):
     lrs: str = field("", "a learning-rate sweep in one vmapped step: one model per rate (e.g. 1e-3,1e-2), same seed")
     compare_activations: bool = field(False, "train every activation and plot their loss curves together")
     steps_per_epoch: int = field(100, "training steps between evaluations")
-    epochs: int = field(20, "evaluations (each after --steps-per-epoch steps)")
+    epochs: int = field(20, "evaluations (each after --steps-per-epoch steps)", resume="length")
     lr: float = field(1e-2, "peak learning rate")
     weight_decay: float = field(0.0, "L2 for adam/sgd/rmsprop, decoupled decay for adamw")
-    workdir: str = field("runs/mlp", "where checkpoints, metrics and pictures go; rerun to resume")
+    workdir: str = field("runs/mlp", "where checkpoints, metrics and pictures go; rerun to resume", resume="free")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -68,9 +68,23 @@ class Config(TrainConfig):
             raise UsageError(f"--backprop must be autodiff or manual, got {self.backprop!r}")
         if self.ensemble < 1:
             raise UsageError(f"--ensemble must be >= 1, got {self.ensemble}")
+        if self.ensemble > 1024:
+            raise UsageError(f"--ensemble must be at most 1,024 (models trained at once), got {self.ensemble:,}")
         if self.steps_per_epoch < 1:
             raise UsageError(f"--steps-per-epoch must be >= 1, got {self.steps_per_epoch}")
-        self.widths  # parse now, so a bad --hidden or --lrs stops before anything runs
+        if self.steps_per_epoch > 100_000:  # a round's batches are drawn up front
+            raise UsageError(f"--steps-per-epoch must be at most 100,000, got {self.steps_per_epoch:,}: "
+                             "raise --epochs instead")
+        widths = self.widths  # parse now, so a bad --hidden or --lrs stops before anything runs
+        if len(widths) > 1024 or max(widths) > 2 ** 14:
+            raise UsageError(f"--hidden allows at most 1024 layers of at most {2 ** 14:,} units, got "
+                             f"{len(widths)} layers, the widest {max(widths):,}")
+        rates = self.learning_rates
+        if len(rates) > 1024 or not np.isfinite(rates).all():
+            raise UsageError(f"--lrs wants at most 1024 finite learning rates, got {cli.shown(self.lrs)}")
+        if self.seed + self.ensemble > 2 ** 32:
+            raise UsageError(f"--ensemble {self.ensemble} from --seed {self.seed} passes seed {2 ** 32 - 1}: "
+                             "lower --seed")
         if self.init_from and self.ensemble > 1:
             raise UsageError("--init-from gives every model the same start, which an --ensemble must not have: "
                              "drop one of them")
@@ -78,7 +92,6 @@ class Config(TrainConfig):
             raise UsageError("--lrs and --ensemble both set the number of models: use one of them")
         if self.lrs and (self.schedule != "constant" or self.warmup_steps):
             raise UsageError("--lrs needs --schedule constant and no warmup (each model's rate is a constant)")
-        self.learning_rates
 
     @property
     def learning_rates(self) -> list[float]:
@@ -131,7 +144,7 @@ def train_one(cfg: Config, activation: str, workdir: str) -> dict:
                  make_train_step(task.loss, optimizer, grad_fn=task.step_grad_fn, many=many), batches,
                  cfg.steps_per_epoch, lambda p: task.evaluate(p, data.test, many), run_cfg,
                  best_metric=task.main_metric, best_mode="min" if task.main_metric == "mse" else "max", many=many,
-                 identity={"task": cfg.task, "activation": activation, "ensemble": cfg.ensemble, "lrs": cfg.lrs},
+                 resolved={"activation": activation},
                  describe=info)
 
     first = unstack_state(result.state, 0) if many else result.state

@@ -35,8 +35,8 @@ class Config(TextLMConfig):
     hidden: int = field(256, "hidden units per layer")
     embed: int = field(64, "token embedding width")
     dropout: float = field(0.3, "dropout on embeddings, between layers and before the output layer")
-    unroll: int = field(1, "time steps per scan iteration (larger can be faster, compiles slower)")
-    workdir: str = field("runs/rnn", "where checkpoints, metrics and pictures go; rerun to resume")
+    unroll: int = field(1, "time steps per scan iteration (larger can be faster, compiles slower)", resume="free")
+    workdir: str = field("runs/rnn", "where checkpoints, metrics and pictures go; rerun to resume", resume="free")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -45,6 +45,9 @@ class Config(TextLMConfig):
         for name in ("layers", "hidden", "embed", "unroll"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name, most in (("layers", 1024), ("hidden", 2 ** 14), ("embed", 2 ** 14)):
+            if getattr(self, name) > most:
+                raise UsageError(f"--{name} must be at most {most:,}, got {getattr(self, name):,}: lower it")
 
 
 def main(argv=None) -> dict:

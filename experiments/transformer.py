@@ -64,13 +64,14 @@ class Config(TextLMConfig):
     norm: str = field("layer", "layer (LayerNorm) | rms (RMSNorm), before each block's branches")
     tie_embeddings: bool = field(False, "the output layer is the token embedding's transpose")
     scan_layers: bool = field(True, "one nn.scan over the blocks (compile time flat in depth)")
-    remat: bool = field(False, "recompute each block's activations in the backward pass (saves memory)")
+    remat: bool = field(False, "recompute each block's activations in the backward pass (saves memory)",
+                        resume="free")
     dtype: str = field("float32", "computation dtype: float32 | bfloat16 (params stay float32; for GPU/TPU)")
-    attention: str = field("xla", "attention kernel: xla | cudnn (fused, GPU, bfloat16)")
+    attention: str = field("xla", "attention kernel: xla | cudnn (fused, GPU, bfloat16)", resume="free")
     lr: float = field(1e-3, "peak learning rate")
     schedule: str = field("cosine", "learning-rate schedule: constant | cosine (decays to 0 at the end)")
     warmup_steps: int = field(100, "linear warmup from 0 over this many steps")
-    steps: int = field(2000, "training steps in all; a larger value continues a finished run")
+    steps: int = field(2000, "training steps in all; a larger value continues a finished run", resume="length")
     batch_size: int = field(0, "windows (lm) or examples (seq2seq) per training step; 0 = 16 (lm) or 64 (seq2seq)")
     seq_len: int = field(128, "lm: tokens per training window, the model's context")
     task: str = field("reverse", f"seq2seq: {' | '.join(TASKS)} digit strings")
@@ -78,7 +79,8 @@ class Config(TextLMConfig):
     max_len: int = field(12, "seq2seq: longest training (and held-out test) string")
     longer_by: int = field(4, "seq2seq: also test on strings up to this much longer than --max-len")
     test_examples: int = field(1000, "seq2seq: held-out examples (never trained on) per test set")
-    workdir: str = field("runs/transformer", "where checkpoints, metrics and pictures go; rerun to resume")
+    workdir: str = field("runs/transformer", "where checkpoints, metrics and pictures go; rerun to resume",
+                         resume="free")
 
     def __post_init__(self) -> None:
         if self.batch_size == 0:
@@ -90,9 +92,19 @@ class Config(TextLMConfig):
             if getattr(self, name) not in allowed:
                 raise UsageError(f"unknown --{name.replace('_', '-')} {getattr(self, name)!r}: use one of "
                                  f"{', '.join(allowed)}")
-        for name in ("layers", "heads", "d_model", "test_examples"):
+        for name in ("layers", "heads", "d_model", "test_examples", "min_len", "longer_by"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name, most in (("layers", 1024), ("d_model", 2 ** 14), ("test_examples", 100_000)):
+            if getattr(self, name) > most:
+                raise UsageError(f"--{name.replace('_', '-')} must be at most {most:,}, got {getattr(self, name):,}: "
+                                 "lower it")
+        if self.min_len > self.max_len:
+            raise UsageError(f"--min-len {self.min_len} is greater than --max-len {self.max_len}: lower --min-len "
+                             "or raise --max-len")
+        if self.max_len + self.longer_by > 4096:
+            raise UsageError(f"--max-len + --longer-by must be at most 4,096 digits, got {self.max_len:,} + "
+                             f"{self.longer_by:,}: lower them")
         if self.d_model % self.heads:
             raise UsageError(f"--heads {self.heads} does not divide --d-model {self.d_model}: pick a divisor")
         if self.kv_heads < 0 or (self.kv_heads and self.heads % self.kv_heads):
@@ -145,7 +157,6 @@ def train_seq2seq(cfg: Config) -> dict:
                                warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, clip_norm=cfg.clip_norm)
     state = TrainState.create(params, optimizer, cfg.seed)
     result = fit(state, make_train_step(task.loss, optimizer), batches, cfg.eval_every, evaluate, cfg,
-                 identity={"arch": "seq2seq", "task": cfg.task, "min_len": cfg.min_len, "max_len": cfg.max_len},
                  total_steps=cfg.steps, describe=info)
     m = result.eval_metrics
     summary = {"exact_match": m["exact_match"], "token_accuracy": m["token_accuracy"], "val_loss": m["loss"],
@@ -177,7 +188,7 @@ def main(argv=None) -> dict:
               f"({cfg.dtype} matmul) = {flops / (peak * 1e9):.1%}")
         return {"mfu": flops / (peak * 1e9), "matmul_peak_gflops": peak}
 
-    return train_text_lm(cfg, build, describe, identity={"arch": "lm"}, extra_summary=mfu)
+    return train_text_lm(cfg, build, describe, extra_summary=mfu)
 
 
 if __name__ == "__main__":

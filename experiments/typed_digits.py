@@ -37,6 +37,14 @@ class Config:
     def __post_init__(self) -> None:
         if self.per_font < 1 or self.size < 8:
             raise UsageError(f"--per-font must be >= 1 and --size >= 8, got {self.per_font} and {self.size}")
+        if self.per_font > 10_000 or self.size > 1024:
+            raise UsageError(f"--per-font must be at most 10,000 and --size at most 1,024 pixels, got "
+                             f"{self.per_font:,} and {self.size:,}")
+        if not 0 <= self.seed < 2 ** 32:
+            raise UsageError(f"--seed must be in 0..{2 ** 32 - 1} (NumPy refuses negative seeds), got {self.seed}")
+        if not self.out:
+            raise UsageError("--out is empty: give the folder to write")
+        cli.check_path("--out", self.out)
 
 
 def glyph(digit: str, font_path: str, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -66,6 +74,8 @@ def main(argv=None) -> str:
     from PIL import Image
 
     fonts = os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
+    if os.path.exists(cfg.out) and not os.path.isdir(cfg.out):
+        raise UsageError(f"--out {cfg.out} is a file, not a folder: pick a new folder")
     if os.path.exists(cfg.out) and os.listdir(cfg.out):
         raise UsageError(f"--out {cfg.out} exists and is not empty: pick a new folder")
     rng = np.random.default_rng(cfg.seed)

@@ -1,8 +1,12 @@
-"""The exceptions people see: bad input (configs, datasets, workdirs) and a run that diverged.
+"""The exceptions people see: bad input (configs, datasets, workdirs), a run that diverged, a write refused.
 
-Raised anywhere below the experiment scripts; `jaxdl.cli.run` turns a UsageError
-into one line on stderr and exit status 2, a Diverged into one line and exit
-status 3. Everything else is a bug and keeps its traceback.
+Raised anywhere below the experiment scripts; `jaxdl.cli.run` turns each into one line on stderr
+starting `error: ` and an exit status of its own:
+  2  UsageError   bad input; nothing already written was changed
+  3  Diverged     non-finite training; the checkpoints are intact
+  4  WriteFailed  the storage refused a write (disk full, directory gone or read-only); what was
+                  complete before is intact, so the same command resumes once the storage is fixed
+Everything else is a bug and keeps its traceback.
 """
 
 
@@ -12,3 +16,7 @@ class UsageError(Exception):
 
 class Diverged(Exception):
     """Training produced non-finite losses or gradients too many steps in a row; checkpoints are intact."""
+
+
+class WriteFailed(Exception):
+    """The storage refused a write: the message names the path, the OS error and what to do, in one line."""

@@ -166,7 +166,7 @@ def load_tfds(name: str, data_dir: str | None = None) -> ImageDataset:
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as e:
-        raise UsageError(f"unknown dataset {name!r} ({type(e).__name__}): use digits, folder:PATH or a "
+        raise UsageError(f"unknown --dataset {name!r} ({type(e).__name__}): use digits, folder:PATH or a "
                          "TFDS name such as mnist, fashion_mnist, cifar10") from None
     features = builder.info.features
     if "image" not in features or "label" not in features:

@@ -120,7 +120,7 @@ def make_batch(task: str, sources: list[str], max_len: int) -> Batch:
 def _distinct_set(task: str, n: int, lo: int, hi: int, rng: np.random.Generator) -> list[str]:
     limit = _distinct_sources(task, lo) // 2
     if n > limit:
-        raise UsageError(f"{n} test examples is too many: length {lo} has only {2 * limit} distinct "
+        raise UsageError(f"--test-examples {n} is too many: length {lo} has only {2 * limit} distinct "
                          f"{task} sources; use at most {limit} or raise the lengths")
     seen: dict[str, None] = {}  # insertion-ordered, so the batch is deterministic
     while len(seen) < n:
@@ -137,7 +137,7 @@ def held_out(task: str, n: int, min_len: int, max_len: int, seed: int) -> TestSe
     _check(task, min_len, max_len, n=n)
     lo = max(min_len, HELD_OUT_MIN_LEN)
     if lo > max_len:
-        raise UsageError(f"a held-out set needs max_len >= {HELD_OUT_MIN_LEN} (got {max_len}): "
+        raise UsageError(f"a held-out set needs --max-len >= {HELD_OUT_MIN_LEN} (got {max_len}): "
                          "shorter strings are too few to keep some out of training")
     sources = _distinct_set(task, n, lo, max_len, np.random.default_rng([seed, _HELD_OUT]))
     return TestSet(make_batch(task, sources, max_len), frozenset(sources))

@@ -103,6 +103,11 @@ class Classifier(Trained):
     def class_names(self) -> list[str]:
         return self.info["classifier"]["class_names"]
 
+    def example_inputs(self) -> tuple:
+        c = self.info["classifier"]
+        x = jnp.zeros((1, c["input_size"], c["input_size"], c["input_channels"]), jnp.float32)
+        return (x.reshape(1, -1) if c["flatten"] else x,)
+
     @functools.cached_property
     def preprocess(self) -> ImagePreprocess:
         c = self.info["classifier"]

@@ -6,6 +6,7 @@ import functools
 from typing import Any, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxdl.data import captions
@@ -26,6 +27,11 @@ class DiffusionModel(Trained):
     @property
     def _spec(self) -> dict:
         return self.info["diffusion"]
+
+    def example_inputs(self) -> tuple:
+        width = self._spec["max_prompt_bytes"] + 1
+        return (jnp.zeros((1, *self._spec["image_shape"]), jnp.float32), jnp.zeros((1,), jnp.int32),
+                jnp.zeros((1, width), jnp.int32), jnp.ones((1,), jnp.int32))
 
     @property
     def class_prompts(self) -> list[str]:
@@ -57,6 +63,9 @@ class DiffusionModel(Trained):
 
 class VectorModel(Trained):
     """An MLP on feature vectors: `predict(x)` -> probabilities (binary cross-entropy) or values (MSE)."""
+
+    def example_inputs(self) -> tuple:
+        return (jnp.zeros((1, self.info["vector"]["inputs"]), jnp.float32),)
 
     @functools.cached_property
     def _apply(self):

@@ -24,6 +24,9 @@ def sample_key(seed: int) -> jax.Array:
 class LanguageModel(Trained):
     """`generate(prompt, ...)` -> text; `logits(tokens)`; `encode` / `decode` with the run's tokenizer."""
 
+    def example_inputs(self) -> tuple:
+        return (jnp.zeros((1, 1), jnp.int32),)
+
     @functools.cached_property
     def tokenizer(self):
         return tokenizer_from_json(self.info["tokenizer"])
@@ -88,6 +91,9 @@ class Seq2SeqModel(Trained):
     @property
     def _spec(self) -> dict:
         return self.info["seq2seq"]
+
+    def example_inputs(self) -> tuple:
+        return (jnp.zeros((1, self.model.max_len), jnp.int32), jnp.ones((1,), jnp.int32), jnp.zeros((1, 1), jnp.int32))
 
     def _encode(self, text: str) -> list[int]:
         chars, first = self._spec["chars"], self._spec["first_char_id"]

@@ -36,6 +36,28 @@ class Trained:
     def num_params(self) -> int:
         return int(sum(x.size for x in jax.tree.leaves(self.params)))
 
+    def example_inputs(self) -> tuple | None:
+        """Arguments of one forward pass (shapes and dtypes matter, values do not); None: not checked."""
+        return None
+
+    def check_params(self) -> None:
+        """Refuse params that do not fit the model model.json describes (an edited model.json, or a
+        checkpoint of another run), naming the first differences."""
+        inputs = self.example_inputs()
+        if inputs is None:
+            return
+        want = jax.eval_shape(lambda: self.model.init(jax.random.key(0), *inputs))["params"]
+        have = self.params["params"] if isinstance(self.params, dict) and "params" in self.params else self.params
+        shapes = lambda tree: {jax.tree_util.keystr(k): tuple(v.shape)
+                               for k, v in jax.tree_util.tree_leaves_with_path(tree)}
+        a, b = shapes(have), shapes(want)
+        diff = [f"{k}: checkpoint {a.get(k, 'missing')}, model.json {b.get(k, 'missing')}"
+                for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        if diff:
+            raise UsageError(f"{self.workdir}: the checkpoint does not fit the model in model.json ({'; '.join(diff[:3])}"
+                             f"{f' and {len(diff) - 3} more' if len(diff) > 3 else ''}): restore the run's own "
+                             "model.json, or point at the run these params belong to")
+
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.info['model']['class']}, {self.num_params:,} parameters, "
                 f"step {self.step}, {self.workdir})")
@@ -55,4 +77,6 @@ def load(workdir: str, checkpoint: str | int = "best", member: int = 0) -> Train
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise UsageError(f"{workdir}/model.json: {e}: restore it or retrain") from None
     params, step = load_params(workdir, info, checkpoint, member)
-    return FAMILIES[info["family"]](model, params, info, workdir, step)
+    trained = FAMILIES[info["family"]](model, params, info, workdir, step)
+    trained.check_params()
+    return trained

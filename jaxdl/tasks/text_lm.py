@@ -24,7 +24,7 @@ from jaxdl.train.warm_start import warm_start
 from jaxdl.train.description import read_info
 from jaxdl.tasks.language_model import LanguageModel
 from jaxdl.tasks.run_info import language_model_info
-from jaxdl.train import TrainConfig, TrainState, fit, make_optimizer, make_train_step
+from jaxdl.train import TrainConfig, TrainState, fit, make_optimizer, make_train_step, run_config
 from jaxdl.train.metrics import device_description, write_summary
 from jaxdl.train.state import num_params
 
@@ -33,16 +33,18 @@ from jaxdl.train.state import num_params
 class TextLMConfig(TrainConfig):
     dropout: float = field(0.3, "dropout rate (see the model for where)")
     seq_len: int = field(128, "tokens per training window (the context a model learns from)")
-    steps: int = field(1000, "training steps in all; a larger value continues a finished run")
+    steps: int = field(1000, "training steps in all; a larger value continues a finished run", resume="length")
     eval_every: int = field(250, "evaluate, print a sample and checkpoint every N steps")
     dataset: str = field(EMBEDDED, f"{EMBEDDED} (embedded, offline) | text:PATH | tiny_shakespeare | tfds:NAME")
-    data_dir: str = field("", "TFDS data directory (default: TFDS's own)")
+    data_dir: str = field("", "TFDS data directory (default: TFDS's own)", resume="free")
     tokenizer: str = field("char", "char (one id per character of the text) | byte (UTF-8 bytes, 256 ids)")
-    prompt: str = field("", "text the samples continue; empty = a newline (the text's first character if it has none)")
-    sample_length: int = field(300, "tokens generated after the prompt")
-    temperature: float = field(0.8, "sampling temperature; 0 = greedy")
-    top_k: int = field(0, "sample from the k most likely tokens only; 0 = all")
-    top_p: float = field(1.0, "sample from the most likely tokens holding this much probability; 1 = all")
+    prompt: str = field("", "text the samples continue; empty = a newline (the text's first character if it has none)",
+                        resume="free")
+    sample_length: int = field(300, "tokens generated after the prompt", resume="free")
+    temperature: float = field(0.8, "sampling temperature; 0 = greedy", resume="free")
+    top_k: int = field(0, "sample from the k most likely tokens only; 0 = all", resume="free")
+    top_p: float = field(1.0, "sample from the most likely tokens holding this much probability; 1 = all",
+                         resume="free")
     batch_size: int = field(32, "windows per training step")
     lr: float = field(2e-3, "peak learning rate")
     weight_decay: float = field(0.0, "L2 for adam/sgd/rmsprop, decoupled decay for adamw")
@@ -50,6 +52,9 @@ class TextLMConfig(TrainConfig):
     epochs: int = fixed(1)  # counted in --steps: random windows have no epochs
 
     def __post_init__(self) -> None:
+        from jaxdl.cli import check_path
+        from jaxdl.data.text import TOKENIZERS
+
         super().__post_init__()
         for name in ("seq_len", "steps", "eval_every", "sample_length"):
             if getattr(self, name) < 1:
@@ -62,10 +67,19 @@ class TextLMConfig(TrainConfig):
             raise UsageError(f"--top-k must be >= 0 (0 = no limit), got {self.top_k}")
         if not 0 < self.top_p <= 1:
             raise UsageError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.sample_length > 2 ** 20:
+            raise UsageError(f"--sample-length must be at most {2 ** 20:,} tokens, got {self.sample_length:,}: "
+                             "lower it")
+        if self.tokenizer not in TOKENIZERS:
+            raise UsageError(f"unknown --tokenizer {self.tokenizer!r}: use one of {', '.join(TOKENIZERS)}")
+        _, colon, path = self.dataset.partition(":")
+        if not self.dataset or (colon and not path):
+            raise UsageError(f"--dataset {self.dataset!r} names no text: use {EMBEDDED}, text:PATH or a TFDS name")
+        check_path("--dataset", path if colon else self.dataset)  # a TFDS name becomes a directory name
+        check_path("--data-dir", self.data_dir)
 
 
 def train_text_lm(cfg: TextLMConfig, build_model: Callable[[int], nn.Module], describe: Callable[[Any], str],
-                  identity: dict[str, Any] | None = None,
                   extra_summary: Callable[[dict, Any], dict] | None = None) -> dict:
     """Load the text, build `build_model(vocab_size)`, train it with the engine (evaluating and
     printing a sample every --eval-every steps), write summary.json and return the summary.
@@ -116,10 +130,13 @@ def train_text_lm(cfg: TextLMConfig, build_model: Callable[[int], nn.Module], de
         print(f"--- sample ---\n{text}\n--------------", flush=True)
         return {**metrics, "outputs": {"sample": text}}
 
+    resolved = {"dataset": data.name, "vocab_size": data.tokenizer.vocab_size}
+    if cfg.resuming():  # before the tokenizer is written (fit checks again)
+        run_config.check(cfg.workdir, cfg, resolved)
     save_tokenizer(data.tokenizer, cfg.workdir)
     state = TrainState.create(params, optimizer, cfg.seed)
     result = fit(state, make_train_step(task.loss, optimizer), batches, cfg.eval_every, evaluate, cfg,
-                 identity={"dataset": data.name, "seq_len": cfg.seq_len, **(identity or {})}, total_steps=cfg.steps,
+                 resolved=resolved, total_steps=cfg.steps,
                  describe=info)
     m = result.eval_metrics
     tokens_per_sec = None if result.train_examples_per_sec is None else result.train_examples_per_sec * cfg.seq_len

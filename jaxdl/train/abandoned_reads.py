@@ -1,4 +1,4 @@
-"""Silence the leftovers of a failed orbax read, and only those.
+"""Silence the leftovers of a failed orbax read or write, and only those.
 
 When orbax fails to read one array of a damaged checkpoint, the reads of the
 other arrays are abandoned mid-flight. Python reports each of them later, at a
@@ -15,6 +15,11 @@ a warning naming it), so these reports are noise that looks like a crash.
 printed the moment the read fails) installs, once per process, a filter for each route
 that drops reports coming from orbax or tensorstore (or, for the closed loop,
 from asyncio's own `call_soon_threadsafe`) and passes everything else on.
+
+A failed write has one such report too: orbax writes in its own threads and logs
+the thread's exception with a traceback ("_SignalingThread.run() raised an
+exception") before raising the same exception to the caller, which reports it.
+`quiet_failed_writes` (called before any write) drops that log record only.
 """
 
 from __future__ import annotations
@@ -87,3 +92,17 @@ def collect_abandoned_reads() -> None:
     """After a failed read: the filters in place, and what can be collected now collected."""
     quiet_abandoned_reads()
     gc.collect()
+
+
+class _FailedWriteThreads(logging.Filter):
+    """Drops orbax's log record of a writing thread's exception (the exception reaches the caller)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not ("orbax" in record.pathname and "_SignalingThread.run() raised an exception" in str(record.msg))
+
+
+def quiet_failed_writes() -> None:
+    """Install the filter on absl's logger, which orbax logs to (once per process)."""
+    absl_log = logging.getLogger("absl")
+    if not any(isinstance(f, _FailedWriteThreads) for f in absl_log.filters):
+        absl_log.addFilter(_FailedWriteThreads())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from jaxdl.cli import field
+from jaxdl.cli import check_path, field
 from jaxdl.errors import UsageError
 from jaxdl.train import distributed
 
@@ -20,7 +20,7 @@ SCHEDULES = ("constant", "cosine")
 
 @dataclasses.dataclass
 class TrainConfig:
-    epochs: int = field(5, "passes over the training set; a larger value continues a finished run")
+    epochs: int = field(5, "passes over the training set; a larger value continues a finished run", resume="length")
     batch_size: int = field(64, "examples per training step")
     optimizer: str = field("adam", "adam (L2 added to the gradient, as PyTorch) | adamw | sgd | rmsprop")
     lr: float = field(1e-3, "peak learning rate")
@@ -30,20 +30,24 @@ class TrainConfig:
     warmup_steps: int = field(0, "linear warmup from 0 over this many steps")
     clip_norm: float = field(0.0, "clip gradients to this global norm; 0 = off")
     seed: int = field(0, "seeds init, data order, augmentation and dropout")
-    workdir: str = field("runs/default", "where checkpoints, metrics and pictures go; rerun to resume")
-    checkpoint_dir: str = field("", "checkpoints here instead of WORKDIR/checkpoints (e.g. gs://BUCKET/run on TPU)")
-    checkpoint_every: int = field(0, "also checkpoint every N steps (0 = only at epoch ends)")
-    keep_checkpoints: int = field(3, "keep the last K checkpoints (plus the best)")
-    log_every: int = field(10, "refresh the progress bar's loss/accuracy every N steps")
-    mesh: str = field("", "device mesh data=N,fsdp=M (params sharded on fsdp); default: all devices on data")
-    coordinator: str = field("", "multi-process: HOST:PORT of process 0 (auto-detected on TPU pods, SLURM, MPI)")
-    num_processes: int = field(0, "multi-process: how many processes in all (with --coordinator)")
-    process_id: int = field(-1, "multi-process: this process's index, 0..N-1 (with --coordinator)")
-    max_bad_steps: int = field(5, "stop (exit 3) after this many non-finite steps in a row; each is skipped")
+    workdir: str = field("runs/default", "where checkpoints, metrics and pictures go; rerun to resume", resume="free")
+    checkpoint_dir: str = field("", "checkpoints here instead of WORKDIR/checkpoints (e.g. gs://BUCKET/run on TPU)",
+                                resume="free")
+    checkpoint_every: int = field(0, "also checkpoint every N steps (0 = only at epoch ends)", resume="free")
+    keep_checkpoints: int = field(3, "keep the last K checkpoints (plus the best)", resume="free")
+    log_every: int = field(10, "refresh the progress bar's loss/accuracy every N steps", resume="free")
+    mesh: str = field("", "device mesh data=N,fsdp=M (params sharded on fsdp); default: all devices on data",
+                      resume="free")
+    coordinator: str = field("", "multi-process: HOST:PORT of process 0 (auto-detected on TPU pods, SLURM, MPI)",
+                             resume="free")
+    num_processes: int = field(0, "multi-process: how many processes in all (with --coordinator)", resume="free")
+    process_id: int = field(-1, "multi-process: this process's index, 0..N-1 (with --coordinator)", resume="free")
+    max_bad_steps: int = field(5, "stop (exit 3) after this many non-finite steps in a row; each is skipped",
+                               resume="free")
     dp_clip: float = field(0.0, "differentially-private step: clip each example's gradient to this norm; 0 = off")
     dp_noise: float = field(0.0, "differentially-private step: Gaussian noise std, in units of --dp-clip")
     init_from: str = field("", "fine-tune: start from this run's best params (a workdir of the same model; "
-                               "layers that do not fit start fresh)")
+                               "layers that do not fit start fresh)", resume="free")
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "keep_checkpoints", "log_every"):
@@ -53,6 +57,17 @@ class TrainConfig:
                      "max_bad_steps", "dp_clip", "dp_noise"):
             if not getattr(self, name) >= 0:  # also refuses NaN
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        # Counts that reach compiled code as int32 constants, and a batch that must fit in memory.
+        for name, most, what in (("warmup_steps", 2 ** 31 - 1, "steps"), ("max_bad_steps", 2 ** 31 - 1, "steps"),
+                                 ("batch_size", 2 ** 20, "examples per step")):
+            if getattr(self, name) > most:
+                raise UsageError(f"--{name.replace('_', '-')} must be at most {most:,} ({what}), got "
+                                 f"{getattr(self, name):,}: lower it")
+        if not 0 <= self.seed < 2 ** 32:
+            raise UsageError(f"--seed must be in 0..{2 ** 32 - 1} (NumPy refuses negative seeds and JAX keeps 32 "
+                             f"bits, so larger ones repeat smaller ones), got {self.seed}")
+        if self.momentum >= 1:
+            raise UsageError(f"--momentum must be in [0, 1) (sgd's decay of past gradients), got {self.momentum}")
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(f"unknown --optimizer {self.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
         flag, value = self.lr_schedule_flag()
@@ -60,11 +75,25 @@ class TrainConfig:
             raise UsageError(f"unknown {flag} {value!r}: use one of {', '.join(SCHEDULES)}")
         if self.dp_noise and not self.dp_clip:
             raise UsageError("--dp-noise needs --dp-clip (the noise is in units of the clip norm)")
+        if not self.workdir:
+            raise UsageError("--workdir is empty: give the directory the run writes to")
+        for name in ("workdir", "checkpoint_dir", "init_from"):
+            check_path(f"--{name.replace('_', '-')}", getattr(self, name))
+        for name in ("workdir", "checkpoint_dir"):
+            if os.path.isfile(getattr(self, name)):
+                raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)} is a file, not a directory: "
+                                 "give a directory")
         if self.init_from and os.path.abspath(self.init_from) == os.path.abspath(self.workdir):
             raise UsageError(f"--init-from {self.init_from} is this run's own --workdir: give the new run another one")
         if self.init_from and not self.resuming() and not os.path.isfile(os.path.join(self.init_from, "model.json")):
             raise UsageError(f"--init-from {self.init_from}: no model.json there: point it at a trained run's --workdir")
         distributed.initialize(self.coordinator, self.num_processes, self.process_id)
+        if self.mesh:  # its syntax and size, before any data is read (the device count is known from here on)
+            import jax
+
+            from jaxdl.train import parallel
+
+            parallel.parse_mesh(self.mesh, jax.device_count(), jax.process_count())
 
     def checkpoint_path(self) -> str:
         return self.checkpoint_dir or os.path.join(self.workdir, "checkpoints")

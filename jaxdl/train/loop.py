@@ -18,7 +18,6 @@ non-finite `config.max_bad_steps` times in a row raises Diverged.
 from __future__ import annotations
 
 import dataclasses
-import json
 import itertools
 import os
 import time
@@ -31,7 +30,7 @@ from tqdm.auto import tqdm
 from jaxdl import plots
 from jaxdl.errors import Diverged, UsageError
 from jaxdl.runtime import is_primary
-from jaxdl.train import description, parallel
+from jaxdl.train import description, parallel, run_config
 from jaxdl.train.checkpoint import Checkpoints
 from jaxdl.train.config import TrainConfig
 from jaxdl.train.metrics import MetricsLog, format_metrics
@@ -70,22 +69,6 @@ def _mean_metrics(host: list[dict[str, Any]]) -> dict[str, Any]:
     return _metrics({k: np.mean(np.asarray([m[k] for m in host], np.float64), axis=0) for k in host[0]}) if host else {}
 
 
-def check_identity(workdir: str, identity: dict[str, Any], resuming: bool) -> None:
-    """Refuse to resume a run under settings that would silently change it (data order, keys)."""
-    path = os.path.join(workdir, "run.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
-        for key, value in identity.items():
-            if key in saved and saved[key] != value:
-                raise UsageError(f"--workdir {workdir} was trained with {key} = {saved[key]!r}, this run has "
-                                 f"{value!r}: use the same setting or a new --workdir")
-    elif not resuming and is_primary():
-        os.makedirs(workdir, exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(identity, f, indent=2)
-
-
 def _examples(batch: Any, many: bool) -> int:
     shape = jax.tree.leaves(batch)[0].shape
     return int(shape[0] * shape[1]) if many else int(shape[0])
@@ -117,7 +100,7 @@ def compile_step(train_step: Callable, state: TrainState, config: TrainConfig, m
 
 def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_per_epoch: int,
         evaluate: Evaluate, config: TrainConfig, *, best_metric: str = "loss", best_mode: str = "min",
-        many: bool = False, identity: dict[str, Any] | None = None, total_steps: int | None = None,
+        many: bool = False, resolved: dict[str, Any] | None = None, total_steps: int | None = None,
         eval_params: Callable[[TrainState], Any] = lambda state: state.params,
         length_flag: str | None = None, describe: dict[str, Any] | None = None) -> FitResult:
     """Train to `config.epochs`, resuming from `config.workdir` if it holds a checkpoint.
@@ -130,27 +113,31 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
         --epochs, or --steps with total_steps).
     eval_params: what `evaluate` is given, e.g. `lambda s: s.extras["ema"]` for an EMA of the params;
         `evaluate` and the returned state see a copy on this process's first device.
-    identity: what must not change when a run is resumed (with seed, batch size and steps per
-        epoch, kept in `run.json`), e.g. the dataset; a mismatch is a UsageError.
+    resolved: what the config resolved to once the data was known (e.g. the dataset's name); kept
+        with every config field in `config.json` (with the steps per epoch of an epoch-counted run).
+        A resume is refused, before anything is written, if any of them differs except where the
+        field allows it (run_config.py).
     describe: what the run trains, as JSON data (the task's `run_info`): written to
         `model.json` with the checkpoints' place and ranking, so `jaxdl.load` can use the run; a
-        workdir whose model.json differs is refused before anything is written.
+        resume whose model.json would differ is refused too.
     """
     t0 = time.perf_counter()
     if describe is not None:
         describe = {"format": description.FORMAT, **describe, "checkpoints": {
             "directory": Checkpoints.absolute(config.checkpoint_dir) if config.checkpoint_dir else None, "best_metric": f"test/{best_metric}", "best_mode": best_mode}}
-        description.check(config.workdir, describe)
     by_steps = total_steps is not None
-    identity = {"seed": config.seed, "batch_size": config.batch_size, **(identity or {})}
-    if not by_steps:  # epochs: the data order depends on the epoch length
-        identity["steps_per_epoch"] = steps_per_epoch
+    resolved = {**({} if by_steps else {"steps_per_epoch": steps_per_epoch}), **(resolved or {})}
+    if config.resuming():  # the data order and keys depend on every "same" field
+        for note in run_config.check(config.workdir, config, resolved):
+            print(note)
+        if describe is not None:
+            description.check(config.workdir, describe)
     train_step, state, to_global = compile_step(train_step, state, config, many)
     ckpt = Checkpoints(config.checkpoint_path(), config.keep_checkpoints,
                        f"test/{best_metric}", best_mode)
     state, loop = ckpt.restore_or(state)  # raises UsageError before anything is written
     step = step_of(state)
-    check_identity(config.workdir, identity, resuming=step > 0)
+    run_config.write(config.workdir, config, resolved)
     if describe is not None:
         description.write(config.workdir, describe)
     log = MetricsLog(config.workdir)
@@ -197,7 +184,7 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
         return eval_metrics
 
     with StopRequests() as stop:
-        for epoch in range(step // steps_per_epoch, rounds):
+        for epoch in range(step // steps_per_epoch, rounds if step < total else 0):
             skip = step - epoch * steps_per_epoch
             in_round = min(steps_per_epoch, total - epoch * steps_per_epoch)
             batches = itertools.islice(train_batches(epoch, skip), in_round - skip)
@@ -243,7 +230,8 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
                 stop_now(stop.signal_name)
     if not eval_metrics:  # nothing left to train: evaluate what was restored
         flag = length_flag or ("--steps" if by_steps else "--epochs")
-        print(f"Already trained {step} of {total} steps; raise {flag} to continue.")
+        print(f"Already trained {step} of {total} steps; raise {flag} to continue." if step <= total else
+              f"Already trained {step} steps, more than the {total} that {flag} asks for: evaluating step {step}.")
         eval_metrics = evaluate(parallel.to_local(eval_params(state)))
     ckpt.close()
     step_s = train_s / timed_steps if timed_steps else 0.0

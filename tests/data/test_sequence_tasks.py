@@ -124,7 +124,7 @@ def test_longer_test_uses_only_longer_lengths_and_its_own_widths():
     (lambda: st.sequence_batches("sort", 8, 0, 4, 0, 10, 0), "min_len must be >= 1"),
     (lambda: st.sequence_batches("sort", 8, 5, 4, 0, 10, 0), "greater than max_len"),
     (lambda: st.sequence_batches("sort", 0, 1, 4, 0, 10, 0), "batch_size"),
-    (lambda: st.held_out("sort", 10, 1, 3, 0), "max_len >= 4"),
+    (lambda: st.held_out("sort", 10, 1, 3, 0), "--max-len >= 4"),
     (lambda: st.held_out("sort", 6000, 4, 4, 0), "too many"),
     (lambda: st.held_out("add", 0, 1, 5, 0), "n must be"),
     (lambda: st.longer_test("add", 10, 5, 0, 0), "extra"),

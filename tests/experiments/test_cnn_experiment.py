@@ -64,7 +64,7 @@ def finished_run(tmp_path_factory):
 
 
 @pytest.mark.parametrize("argv,match", [
-    (["--dataset", "imagenet_nope_xyz"], "unknown dataset"),
+    (["--dataset", "imagenet_nope_xyz"], "unknown --dataset"),
     (["--dataset", "folder:/no/such/dir"], "no such directory"),
     (["--num-classes", "5"], "outside 0..4"),
     (["--image-size", "30"], "multiple of 4"),
@@ -72,10 +72,12 @@ def finished_run(tmp_path_factory):
     (["--epochs", "0"], "--epochs must be >= 1"),
     (["--colour", "red"], "unrecognized arguments"),
     (["--lr", "high"], "wants float"),
-    (["--lr", "nan"], "--lr must be >= 0"),
+    (["--lr", "nan"], "wants float, got 'nan': give a finite number"),
     (["--brightness", "1.5"], "--brightness must be in [0, 1)"),
-    (["--batch-size", "16", "--epochs", "2"], "batch_size = 32, this run has 16"),
-    (["--seed", "7", "--epochs", "2"], "seed = 0, this run has 7"),
+    (["--batch-size", "16", "--epochs", "2"], "--batch-size 32 -> 16"),
+    (["--seed", "7", "--epochs", "2"], "--seed 0 -> 7"),
+    (["--pool", "avg", "--epochs", "2"], "--pool 'max' -> 'avg'"),
+    (["--rotation", "5", "--epochs", "2"], "--rotation 10.0 -> 5.0"),
 ])
 def test_bad_input_exits_2_and_leaves_a_finished_run_untouched(tmp_path, capsys, finished_run, argv, match):
     workdir = tmp_path / "run"
@@ -106,7 +108,7 @@ def test_workdir_of_another_model_is_refused_and_left_untouched(tmp_path, capsys
     before = snapshot(tmp_path)
     capsys.readouterr()
     err = exits_2(cnn.main, [*SMALL, "--image-size", "12", "--epochs", "2", "--workdir", str(tmp_path)], capsys)
-    assert "different model" in err
+    assert "trained with other settings: --image-size 8 -> 12" in err, err
     assert snapshot(tmp_path) == before
 
 

@@ -31,7 +31,7 @@ def test_training_writes_the_contract(finished):
     assert summary["steps"] == 4 and summary["dataset"] == "digits" and summary["image_size"] == 8
     assert 0 <= summary["sample_accuracy"] <= 1 and 0 < summary["judge_test_accuracy"] <= 1
     assert summary["frechet_distance"] > 0 and summary["frechet_floor"] > 0 and summary["sampling_images_per_sec"] > 0
-    for name in ("metrics.jsonl", "curves.png", "samples.png", "run.json", "judge/checkpoints"):
+    for name in ("metrics.jsonl", "curves.png", "samples.png", "config.json", "model.json", "judge/checkpoints"):
         assert (finished / name).exists(), name
     events = [json.loads(line) for line in (finished / "metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in events if e["split"] == "test"] == [2, 4]
@@ -67,7 +67,11 @@ def test_sample_only_draws_the_prompts_from_the_checkpoint(finished, tmp_path):
     (["--schedule", "constant"], "unknown --schedule 'constant' (the noise schedule)"),
     (["--sampler", "euler"], "unknown --sampler"),
     (["--prompt", "x" * 60], "shorten it"),
-    (["--channels", "16"], "different model"),
+    (["--channels", "16"], "--channels 8 -> 16"),
+    (["--schedule", "linear"], "--schedule 'cosine' -> 'linear'"),
+    (["--timesteps", "40"], "--timesteps 50 -> 40"),
+    (["--sample-only", "--schedule", "linear"], "--schedule 'cosine' -> 'linear'"),
+    (["--image-size", "10"], "judged by a MyNet"),
 ])
 def test_bad_input_exits_2_and_leaves_a_finished_run_untouched(tmp_path, capsys, finished, argv, match):
     err = exits_2_untouched(diffusion.main, [*TINY, "--steps", "6", "--eval-every", "2", *argv], finished, tmp_path,

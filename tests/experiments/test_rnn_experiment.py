@@ -69,9 +69,9 @@ def finished_run(tmp_path_factory, corpus):
     (["--temperature", "-1"], "--temperature must be >= 0"),
     (["--top-k", "500"], "exceeds the vocabulary"),
     (["--epochs", "3"], "unrecognized arguments"),
-    (["--hidden", "32"], "different model"),
-    (["--tokenizer", "byte"], "another vocabulary"),
-    (["--seed", "1"], "seed = 0, this run has 1"),
+    (["--hidden", "32"], "--hidden 16 -> 32"),
+    (["--tokenizer", "byte"], "--tokenizer 'char' -> 'byte'"),
+    (["--seed", "1"], "--seed 0 -> 1"),
     (["--dataset", "text:/no/such.txt"], "no such file"),
 ])
 def test_bad_input_exits_2_and_leaves_a_finished_run_untouched(tmp_path, capsys, corpus, finished_run, argv, match):

@@ -97,4 +97,4 @@ def test_another_family_is_refused_and_nothing_is_written(rnn_run, tmp_path, cap
 
 def test_a_resume_that_changes_the_model_is_refused_naming_the_field(cnn_run, tmp_path, capsys):
     err = exits_2_untouched(cnn.main, [*CNN, "--pool", "avg"], cnn_run[0], tmp_path, capsys)
-    assert "model.fields.pool: 'max' -> 'avg'" in err
+    assert "trained with other settings: --pool 'max' -> 'avg'" in err, err

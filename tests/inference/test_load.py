@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -219,3 +220,23 @@ def test_best_is_the_best_ranked_checkpoint_not_the_latest(tmp_path):
     for which, step in (("best", 1), ("latest", 2), (2, 2), (1, 1)):
         params, got = restore_params(str(tmp_path), which, ("params",), "test/accuracy", "max")
         assert got == step and float(params["w"][0]) == step, which
+
+
+@pytest.mark.parametrize("run", ["cnn_run", "xor_run", "rnn_run", "seq2seq_run", "diffusion_run"])
+def test_a_model_json_that_does_not_fit_the_checkpoint_is_refused(run, request, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(request.getfixturevalue(run)[0], workdir)
+    info = json.loads((workdir / "model.json").read_text())
+    fields = info["model"]["fields"]
+    if "num_classes" in fields:  # MyNet: one more output class than its fc2 has
+        fields["num_classes"] += 1
+    elif "hidden" in fields and "out" in fields:  # MLP: a wider first hidden layer
+        fields["hidden"] = [fields["hidden"][0] + 1, *fields["hidden"][1:]]
+    elif "vocab_size" in fields:  # language and seq2seq models: one more token
+        fields["vocab_size"] += 1
+    else:  # the text-conditioned U-Net: a wider text encoder
+        fields["text"]["d_model"] *= 2
+    (workdir / "model.json").write_text(json.dumps(info))
+    with pytest.raises(UsageError, match="the checkpoint does not fit the model in model.json") as e:
+        jaxdl.load(workdir)
+    assert "checkpoint (" in str(e.value) and "model.json (" in str(e.value), e.value

@@ -131,3 +131,92 @@ def test_ddim_with_the_true_noise_recovers_x0_exactly():
             x_T = jax.random.normal(jax.random.key(steps), x0.shape, jnp.float64)
             out = ddim_sample(oracle, sched, x_T, jax.random.key(0), steps, eta=eta)
             np.testing.assert_allclose(out, x0, atol=1e-9)
+
+
+# DDIM against Song et al. (2021), eq. 12, written out here in float64 numpy with alpha_bar from the betas:
+#   x_s = sqrt(a_s) x0_hat + sqrt(1 - a_s - sigma^2) eps_hat + sigma z,  x0_hat = (x_t - sqrt(1 - a_t) eps_hat) / sqrt(a_t)
+#   sigma = eta sqrt((1 - a_s) / (1 - a_t)) sqrt(1 - a_t / a_s)                                            (eq. 16)
+# with an imperfect eps_hat (the true noise plus a fixed offset), which every coefficient then shows in x_s.
+
+def _np_alpha_bar(betas, t):
+    return 1.0 if t < 0 else float(np.prod(1 - np.asarray(betas, np.float64)[:t + 1]))
+
+
+def _np_ddim(betas, x_t, t, s, eps_hat, z, eta):
+    a_t, a_s = _np_alpha_bar(betas, t), _np_alpha_bar(betas, s)
+    x0_hat = (x_t - np.sqrt(1 - a_t) * eps_hat) / np.sqrt(a_t)
+    sigma = eta * np.sqrt((1 - a_s) / (1 - a_t)) * np.sqrt(1 - a_t / a_s)
+    return np.sqrt(a_s) * x0_hat + np.sqrt(1 - a_s - sigma ** 2) * eps_hat + sigma * z
+
+
+STEPS = [(999, 998), (500, 499), (10, 9), (1, 0), (0, -1),  # one step each
+         (700, 450), (300, 40), (60, -1)]  # jumps of several steps, the last to the data
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.3, 1.0])
+def test_one_ddim_update_is_eq_12_with_an_imperfect_noise_prediction(eta):
+    """float64 both sides; rtol = atol = 1e-10 (round-off only; x_t is O(1), 1/sqrt(a_t) <= 160 here)."""
+    rng = np.random.default_rng(0)
+    x0, eps, offset, z = (rng.normal(size=(3, 4, 4, 1)) for _ in range(4))
+    with jax.enable_x64(True):
+        sched = _float64(linear_schedule(1000))
+        betas = np.asarray(linear_schedule(1000).betas, np.float64)
+        step = jax.jit(ddim_step)
+        for t, s in STEPS:
+            a_t = _np_alpha_bar(betas, t)
+            x_t = np.sqrt(a_t) * x0 + np.sqrt(1 - a_t) * eps
+            eps_hat = eps + 0.5 * offset  # imperfect: x0_hat is off by 0.5 sqrt(1 - a_t) / sqrt(a_t) * offset
+            got = np.asarray(step(sched, x_t, jnp.int32(t), jnp.int32(s), eps_hat, z, eta))
+            np.testing.assert_allclose(got, _np_ddim(betas, x_t, t, s, eps_hat, z, eta), rtol=1e-10, atol=1e-10,
+                                       err_msg=f"t={t} s={s} eta={eta}")
+            if eta == 0.0:  # deterministic: z plays no part
+                np.testing.assert_array_equal(step(sched, x_t, jnp.int32(t), jnp.int32(s), eps_hat, -z, eta), got)
+            # the prediction's error reaches the update: the true noise would give another x_s
+            exact = _np_ddim(betas, x_t, t, s, eps, z, eta)
+            assert np.max(np.abs(got - exact)) > 1e-3, (t, s, eta)
+
+
+def test_ddim_with_eta_1_has_the_ddpm_posterior_variance():
+    """sigma_t, read off as the coefficient of z (the update is linear in z), squared, is
+    beta_tilde_t = (1 - a_{t-1}) / (1 - a_t) * (1 - a_t / a_{t-1}) (Ho et al. 2020, eq. 7), float64 from the
+    betas; rtol 1e-9 (sigma >= 7e-3 here, a difference of two updates whose x0_hat is at most ~500: round-off ~1e-13)."""
+    rng = np.random.default_rng(1)
+    x_t, eps_hat = rng.normal(size=(2, 8))
+    with jax.enable_x64(True):
+        sched = _float64(linear_schedule(1000))
+        betas = np.asarray(linear_schedule(1000).betas, np.float64)
+        step = jax.jit(ddim_step)
+        for t in (999, 500, 100, 10, 1):
+            a_t, a_prev = _np_alpha_bar(betas, t), _np_alpha_bar(betas, t - 1)
+            want = (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
+            np.testing.assert_allclose(want, (1 - a_prev) / (1 - a_t) * betas[t], rtol=1e-12)  # 1 - a_t/a_{t-1} = beta_t
+            ones, zeros = np.ones_like(x_t), np.zeros_like(x_t)
+            sigma = np.asarray(step(sched, x_t, jnp.int32(t), jnp.int32(t - 1), eps_hat, ones, 1.0)
+                               - step(sched, x_t, jnp.int32(t), jnp.int32(t - 1), eps_hat, zeros, 1.0))
+            np.testing.assert_allclose(sigma ** 2, np.full_like(x_t, want), rtol=1e-9, err_msg=f"t={t}")
+
+
+def test_ddim_sampler_is_eq_12_over_its_jumps_with_the_noise_of_its_key():
+    """ddim_sample through 6 of 100 steps with an imperfect, t-dependent "network", against eq. 12 in numpy
+    over the same timesteps (99, 79, 59, 40, 20, 0, then the data), z_t = normal(fold_in(key, t)), for
+    eta = 0 and 0.6 (float64; rtol = atol = 1e-9)."""
+    T, num_steps = 100, 6
+    offset = np.random.default_rng(2).normal(size=(2, 4, 4, 1))
+
+    def eps_fn(x, t_B):
+        return 0.5 * jnp.tanh(x) + 0.01 * t_B[:, None, None, None] + offset
+
+    with jax.enable_x64(True):
+        sched = _float64(linear_schedule(T))
+        betas = np.asarray(linear_schedule(T).betas, np.float64)
+        key = jax.random.key(3)
+        x_T = np.random.default_rng(4).normal(size=offset.shape)
+        sample = jax.jit(lambda x, eta: ddim_sample(eps_fn, sched, x, key, num_steps, eta=eta))  # one compile
+        ts = [99, 79, 59, 40, 20, 0]
+        np.testing.assert_array_equal(ddim_timesteps(T, num_steps), ts)
+        zs = {t: np.asarray(jax.random.normal(jax.random.fold_in(key, t), x_T.shape, jnp.float64)) for t in ts}
+        for eta in (0.0, 0.6):
+            x = x_T
+            for t, s in zip(ts, ts[1:] + [-1]):
+                x = _np_ddim(betas, x, t, s, 0.5 * np.tanh(x) + 0.01 * t + offset, zs[t], eta)
+            np.testing.assert_allclose(sample(jnp.asarray(x_T), eta), x, rtol=1e-9, atol=1e-9, err_msg=f"eta={eta}")
