@@ -28,7 +28,7 @@ from jaxdl import cli  # noqa: E402
 from jaxdl.cli import field  # noqa: E402
 from jaxdl.data.augment import ImagePreprocess  # noqa: E402
 from jaxdl.data.batches import eval_batches, steps_per_epoch, train_batches  # noqa: E402
-from jaxdl.data.images import load_images  # noqa: E402
+from jaxdl.data.images import check_spec, load_images  # noqa: E402
 from jaxdl.errors import UsageError  # noqa: E402
 from jaxdl.train.warm_start import warm_start  # noqa: E402
 from jaxdl.models.cnn import MyNet  # noqa: E402
@@ -75,11 +75,7 @@ class Config(TrainConfig):
                              f"weights at 256), got {self.image_size:,}")
         if self.num_classes > 100_000:
             raise UsageError(f"--num-classes must be at most 100,000, got {self.num_classes:,}")
-        _, colon, path = self.dataset.partition(":")
-        if not self.dataset or (colon and not path):
-            raise UsageError(f"--dataset {self.dataset!r} names no images: use digits, mnist, tfds:NAME or folder:PATH")
-        cli.check_path("--dataset", path if colon else self.dataset)  # a TFDS name becomes a directory name
-        cli.check_path("--data-dir", self.data_dir)
+        check_spec(self.dataset, self.data_dir)
 
 
 def main(argv=None) -> dict:

@@ -37,7 +37,7 @@ from jaxdl import cli, plots  # noqa: E402
 from jaxdl.cli import field, fixed  # noqa: E402
 from jaxdl.data import captions  # noqa: E402
 from jaxdl.data.batches import cycled_batches, eval_batches  # noqa: E402
-from jaxdl.data.images import ImageDataset, load_images, resized  # noqa: E402
+from jaxdl.data.images import ImageDataset, check_spec, load_images, resized  # noqa: E402
 from jaxdl.errors import UsageError  # noqa: E402
 from jaxdl.models.unet import TextConditionedUNet, check_image_size  # noqa: E402
 from jaxdl.tasks.diffusion import SAMPLERS, SCHEDULES, make_schedule  # noqa: E402
@@ -139,11 +139,7 @@ class Config(TrainConfig):
             raise UsageError(f"--eta must be in [0, 1] (1 = DDPM's variance), got {self.eta}")
         if self.guidance > 100:
             raise UsageError(f"--guidance must be at most 100 (typical: 1 to 10), got {self.guidance}")
-        _, colon, path = self.dataset.partition(":")
-        if not self.dataset or (colon and not path):
-            raise UsageError(f"--dataset {self.dataset!r} names no images: use digits, mnist, tfds:NAME or folder:PATH")
-        cli.check_path("--dataset", path if colon else self.dataset)  # a TFDS name becomes a directory name
-        cli.check_path("--data-dir", self.data_dir)
+        check_spec(self.dataset, self.data_dir)
         if self.prompt:  # each prompt must fit the text encoder
             prompts = captions.parse_prompts(self.prompt)
             try:

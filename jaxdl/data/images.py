@@ -205,6 +205,17 @@ def _read_source(source, what: str) -> tuple[np.ndarray, np.ndarray]:
     return imgs, np.asarray(labels, np.int32)
 
 
+def check_spec(spec: str, data_dir: str = "") -> None:
+    """Refuse an image dataset spec (or TFDS --data-dir) that can name nothing, before anything loads."""
+    from jaxdl.cli import check_path
+
+    _, colon, path = spec.partition(":")
+    if not spec or (colon and not path):
+        raise UsageError(f"--dataset {spec!r} names no images: use digits, mnist, tfds:NAME or folder:PATH")
+    check_path("--dataset", path if colon else spec)  # a TFDS name becomes a directory name
+    check_path("--data-dir", data_dir)
+
+
 def load_images(spec: str, data_dir: str | None = None, image_size: int | None = None) -> ImageDataset:
     """Resolve a dataset spec (see module docstring); bad specs raise UsageError."""
     if spec == "digits":
