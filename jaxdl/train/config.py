@@ -12,7 +12,7 @@ import os
 
 from jaxdl.cli import check_path, field
 from jaxdl.errors import UsageError
-from jaxdl.train import distributed, run_config
+from jaxdl.train import distributed
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine")
@@ -87,8 +87,6 @@ class TrainConfig:
             raise UsageError(f"--init-from {self.init_from} is this run's own --workdir: give the new run another one")
         if self.init_from and not self.resuming() and not os.path.isfile(os.path.join(self.init_from, "model.json")):
             raise UsageError(f"--init-from {self.init_from}: no model.json there: point it at a trained run's --workdir")
-        if self.resuming():  # a resume that would change the run stops before any data is read (fit checks again,
-            run_config.check(self.workdir, self)  # with what the data resolved to)
         distributed.initialize(self.coordinator, self.num_processes, self.process_id)
         if self.mesh:  # its syntax and size, before any data is read (the device count is known from here on)
             import jax

@@ -155,10 +155,3 @@ def test_steps_lowered_below_a_mid_round_checkpoint_evaluates_what_is_there(tmp_
     result = _run(tmp_path, steps=5)  # resumes from 8, beyond the 5 asked for
     assert result.steps == 8
     assert "Already trained 8 steps, more than the 5 that --steps asks for" in capsys.readouterr().out
-
-
-def test_the_refusal_comes_when_the_config_is_built_before_any_data_is_read(tmp_path):
-    _run(tmp_path, steps=4)
-    with pytest.raises(UsageError, match="--label-noise 0.0 -> 0.5"):
-        Config(workdir=str(tmp_path), batch_size=16, lr=0.1, label_noise=0.5)
-    Config(workdir=str(tmp_path), batch_size=16, lr=0.1, steps=99, log_every=1)  # free and length: built
