@@ -50,7 +50,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 _BOOL = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-_SHOWN = 60  # characters of a long value that a message quotes
+_SHOWN = 160  # characters of a long value that a message quotes (a usual path is shorter)
 
 
 def shown(value: Any) -> str:
