@@ -43,7 +43,8 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxdl.errors import UsageError, WriteFailed
 from jaxdl.runtime import is_primary
-from jaxdl.train.abandoned_reads import collect_abandoned_reads, quiet_abandoned_reads, quiet_failed_writes
+from jaxdl.train.orbax_noise import (collect_abandoned_reads, quiet_abandoned_reads, quiet_failed_writes,
+                                     quiet_unranked_saves)
 from jaxdl.train.state import step_of
 
 CHECKPOINT_FORMAT = 1  # bumped when a jaxdl that reads this number could misread a checkpoint of the next
@@ -149,26 +150,12 @@ def _state_metadata(manager: ocp.CheckpointManager, step: int) -> Any:
     return saved
 
 
-class _UnrankedSave(logging.Filter):
-    """A checkpoint saved mid-round has no metrics on purpose (it can never be the best): orbax's
-    warning about it on every such save is dropped."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "did not provide metrics" not in record.getMessage()
-
-
-def _quiet_unranked_saves() -> None:
-    absl_log = logging.getLogger("absl")
-    if not any(isinstance(f, _UnrankedSave) for f in absl_log.filters):
-        absl_log.addFilter(_UnrankedSave())
-
-
 class Checkpoints:
     absolute = staticmethod(lambda path: _abs(path))  # a local path made absolute; a gs:// one as it is
 
     def __init__(self, directory: str, keep: int = 3, best_metric: str | None = None, best_mode: str = "max"):
         self.directory = _abs(directory)
-        _quiet_unranked_saves()
+        quiet_unranked_saves()
         keep_policies = [policies.LatestN(n=keep)]
         if best_metric:
             keep_policies.append(policies.BestN(

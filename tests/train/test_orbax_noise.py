@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from jaxdl.train.abandoned_reads import collect_abandoned_reads
+from jaxdl.train.orbax_noise import collect_abandoned_reads
 
 
 def _abandon_future(error: BaseException) -> None:

@@ -1,4 +1,4 @@
-"""Silence the leftovers of a failed orbax read or write, and only those.
+"""Silence orbax's reports of what jaxdl already handles, and only those.
 
 When orbax fails to read one array of a damaged checkpoint, the reads of the
 other arrays are abandoned mid-flight. Python reports each of them later, at a
@@ -20,6 +20,9 @@ A failed write has one such report too: orbax writes in its own threads and logs
 the thread's exception with a traceback ("_SignalingThread.run() raised an
 exception") before raising the same exception to the caller, which reports it.
 `quiet_failed_writes` (called before any write) drops that log record only.
+
+A checkpoint saved mid-round has no metrics on purpose (it can never be the
+best); `quiet_unranked_saves` drops orbax's warning about that on every such save.
 """
 
 from __future__ import annotations
@@ -38,15 +41,22 @@ def _mentions_storage(text: str) -> bool:
     return any(name in text.lower() for name in _STORAGE) or "OCDBT" in text
 
 
+def _in_storage_package(filename: str) -> bool:
+    """A source file of the orbax or tensorstore packages (a folder of that name, not any file that
+    merely mentions it)."""
+    parts = filename.replace("\\", "/").split("/")[:-1]
+    return any(name in parts for name in _STORAGE)
+
+
 def _from_storage_code(unraisable: Any) -> bool:
     code = getattr(unraisable.object, "cr_code", None) or getattr(unraisable.object, "__code__", None)
-    return _mentions_storage(getattr(code, "co_filename", ""))
+    return _in_storage_package(getattr(code, "co_filename", ""))
 
 
 def _exception_from_storage(error: BaseException | None) -> bool:
     while error is not None:  # the error or anything it was raised from
-        files = " ".join(frame.filename for frame in traceback.extract_tb(error.__traceback__))
-        if _mentions_storage(files) or _mentions_storage(str(error)):
+        frames = traceback.extract_tb(error.__traceback__)
+        if any(_in_storage_package(f.filename) for f in frames) or _mentions_storage(str(error)):
             return True
         error = error.__cause__ or error.__context__
     return False
@@ -71,6 +81,13 @@ def _late_completion(error: BaseException | None) -> bool:
     return any(f.name == "call_soon_threadsafe" and "asyncio" in f.filename for f in frames)
 
 
+def _filter_once(logger: str, kind: type[logging.Filter]) -> None:
+    """Add a `kind` filter to `logger` unless it has one (the filters live as long as the process)."""
+    log = logging.getLogger(logger)
+    if not any(isinstance(f, kind) for f in log.filters):
+        log.addFilter(kind())
+
+
 def quiet_abandoned_reads() -> None:
     """Install the filters (once per process)."""
     if not getattr(sys.unraisablehook, "jaxdl_quiet_orbax", False):
@@ -83,9 +100,7 @@ def quiet_abandoned_reads() -> None:
 
         hook.jaxdl_quiet_orbax = True  # type: ignore[attr-defined]
         sys.unraisablehook = hook
-    asyncio_log = logging.getLogger("asyncio")
-    if not any(isinstance(f, _AbandonedStorageReads) for f in asyncio_log.filters):
-        asyncio_log.addFilter(_AbandonedStorageReads())
+    _filter_once("asyncio", _AbandonedStorageReads)
 
 
 def collect_abandoned_reads() -> None:
@@ -103,6 +118,16 @@ class _FailedWriteThreads(logging.Filter):
 
 def quiet_failed_writes() -> None:
     """Install the filter on absl's logger, which orbax logs to (once per process)."""
-    absl_log = logging.getLogger("absl")
-    if not any(isinstance(f, _FailedWriteThreads) for f in absl_log.filters):
-        absl_log.addFilter(_FailedWriteThreads())
+    _filter_once("absl", _FailedWriteThreads)
+
+
+class _UnrankedSave(logging.Filter):
+    """A checkpoint saved mid-round has no metrics on purpose (it can never be the best): orbax's
+    warning about it on every such save is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "did not provide metrics" not in record.getMessage()
+
+
+def quiet_unranked_saves() -> None:
+    _filter_once("absl", _UnrankedSave)
