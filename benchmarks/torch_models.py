@@ -4,7 +4,7 @@ torch is never a runtime dependency of jaxdl: this module is imported by
 `benchmarks/` scripts and by tests that `pytest.importorskip("torch")` first.
 
 `MY_NET` is the seed's PyTorch CNN (NCHW); `mynet_params_from_torch` and
-`mynet_params_to_torch` move its weights to and from jaxdl's Flax `MyNet`
+`mynet_params_to_torch` move its weights (through `jaxdl.convert.mynet`) to and from jaxdl's Flax `MyNet`
 (NHWC), so the two can be compared output for output and step for step.
 """
 
@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-_CONVS = ("conv1", "conv2", "conv3")
-_DENSES = ("fc1", "fc2")
+from jaxdl.convert.mynet import params_from_state_dict, state_dict_from_params
+
 
 
 class MY_NET(nn.Module):
@@ -48,42 +47,12 @@ class MY_NET(nn.Module):
         return self.fc2(x)
 
 
-def _fc1_rows_chw_to_hwc(channels: int, side: int) -> np.ndarray:
-    """perm with hwc_index -> chw_index: row i of the Flax kernel is row perm[i] of torch's weight.T."""
-    return np.arange(channels * side * side).reshape(channels, side, side).transpose(1, 2, 0).reshape(-1)
-
-
 def mynet_params_from_torch(module: MY_NET) -> dict[str, Any]:
     """Flax params for jaxdl's MyNet with the same weights as `module` (float32 numpy arrays)."""
-    t = lambda p: p.detach().cpu().numpy().astype(np.float32)
-    out: dict[str, Any] = {}
-    for name in _CONVS:
-        conv = getattr(module, name)
-        out[name] = {"kernel": np.ascontiguousarray(t(conv.weight).transpose(2, 3, 1, 0)),  # OIHW -> HWIO
-                     "bias": t(conv.bias)}
-    for name in _DENSES:
-        fc = getattr(module, name)
-        out[name] = {"kernel": np.ascontiguousarray(t(fc.weight).T), "bias": t(fc.bias)}  # (out, in) -> (in, out)
-    perm = _fc1_rows_chw_to_hwc(module.conv3.out_channels, module.image_size // 4)
-    out["fc1"]["kernel"] = np.ascontiguousarray(out["fc1"]["kernel"][perm])
-    return {"params": out}
+    return params_from_state_dict({k: v.detach().cpu().numpy() for k, v in module.state_dict().items()})
 
 
 def mynet_params_to_torch(params: dict[str, Any], module: MY_NET) -> MY_NET:
     """Load Flax MyNet params into `module` in place (the inverse of `mynet_params_from_torch`); returns it."""
-    p = params["params"]
-    arr = lambda x: np.asarray(x, dtype=np.float32)
-    perm = _fc1_rows_chw_to_hwc(module.conv3.out_channels, module.image_size // 4)
-    fc1_kernel = np.empty_like(arr(p["fc1"]["kernel"]))
-    fc1_kernel[perm] = arr(p["fc1"]["kernel"])
-    kernels = {name: arr(p[name]["kernel"]).transpose(3, 2, 0, 1) for name in _CONVS}  # HWIO -> OIHW
-    kernels["fc1"] = fc1_kernel.T
-    kernels["fc2"] = arr(p["fc2"]["kernel"]).T
-    with torch.no_grad():
-        for name in (*_CONVS, *_DENSES):
-            layer = getattr(module, name)
-            if tuple(layer.weight.shape) != kernels[name].shape:
-                raise ValueError(f"{name}: torch weight {tuple(layer.weight.shape)} vs converted {kernels[name].shape}")
-            layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(kernels[name])))
-            layer.bias.copy_(torch.from_numpy(arr(p[name]["bias"])))
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in state_dict_from_params(params).items()}, strict=True)
     return module

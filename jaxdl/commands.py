@@ -6,6 +6,8 @@
     jaxdl transduce WORKDIR SOURCE...           an encoder-decoder's greedy outputs
     jaxdl sample WORKDIR --prompt TEXT          draw images from a text-to-image diffusion run
     jaxdl export WORKDIR --out FILE             the forward pass as a jax.export artifact
+    jaxdl convert --from KIND SRC --out WORKDIR PyTorch weights (MY_NET, char LMs, GPT-2) -> a jaxdl run
+    jaxdl convert --to torch WORKDIR --out FILE a jaxdl run -> safetensors for PyTorch
     jaxdl train FAMILY [FLAGS]                  run experiments/FAMILY.py (cnn, mlp, rnn, transformer, diffusion)
 
 A thin layer over `jaxdl.load`. Bad input ends with one line on stderr and exit status 2, and
@@ -168,6 +170,45 @@ def export(args: argparse.Namespace) -> None:
           f"{', '.join(meta['platforms'])}) and {args.out}.json")
 
 
+def _floats(flag: str, text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(f"{flag} takes numbers separated by commas, got {text!r}") from None
+
+
+def convert(args: argparse.Namespace) -> None:
+    from jaxdl import convert as conversions
+
+    if args.to is not None:
+        if args.to != "torch":
+            raise UsageError(f"--to {args.to!r}: jaxdl converts to torch")
+        _start_jax()
+        print("wrote " + ", ".join(conversions.to_torch(args.source, args.out, _checkpoint(args.checkpoint))))
+        return
+    kind = getattr(args, "from")
+    if kind not in conversions.IMPORTERS:
+        raise UsageError(f"unknown --from {kind!r}: use one of {', '.join(conversions.IMPORTERS)}")
+    meta = {"classes": args.classes, "mean": args.mean, "std": args.std, "data_size": args.data_size,
+            "data_channels": args.data_channels, "chars": args.chars_from}
+    flags = {"chars": "--chars-from"}
+    unused = [flags.get(k, f"--{k.replace('_', '-')}") for k, v in meta.items()
+              if v is not None and k not in conversions.META[kind]]
+    if unused:
+        raise UsageError(f"{' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} not for --from {kind}")
+    meta.update(classes=args.classes.split(",") if args.classes is not None else None,
+                mean=_floats("--mean", args.mean), std=_floats("--std", args.std))
+    if args.chars_from is not None:
+        from jaxdl.data.text import read_text_file
+
+        meta["chars"] = "".join(sorted(set(read_text_file(args.chars_from))))
+    _start_jax()
+    conversions.from_torch(kind, args.source, args.out, **meta)
+    print(f"{args.out}: converted from {args.source} (try: jaxdl info {args.out})")
+
+
 def train(args: argparse.Namespace, rest: list[str]) -> None:
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments",
                           f"{args.family}.py")
@@ -218,6 +259,23 @@ def parser() -> argparse.ArgumentParser:
     c = command("export", "write the forward pass as a jax.export artifact (+ FILE.json) that needs only jax")
     c.add_argument("--out", required=True, help="the serialized function; its description goes to FILE.json")
     c.add_argument("--platforms", default="cpu,cuda,tpu", help="lower for these (default cpu,cuda,tpu)")
+    c = command("convert", "PyTorch weights -> a jaxdl run (--from KIND SRC), or a run -> PyTorch (--to torch WORKDIR)",
+                workdir=False)
+    way = c.add_mutually_exclusive_group(required=True)
+    way.add_argument("--from", metavar="KIND", help="mynet | rnn-lm | lstm-lm | gru-lm | gpt2: what SRC holds")
+    way.add_argument("--to", metavar="torch", help="torch: write the run WORKDIR's weights for PyTorch")
+    c.add_argument("source", metavar="SRC|WORKDIR", help="--from: a .safetensors/.pt/.pth/.bin file (gpt2: a "
+                   "directory with config.json); --to: a run's --workdir")
+    c.add_argument("--out", required=True, help="--from: the new workdir; --to: FILE.safetensors (a GPT: a new directory)")
+    c.add_argument("--checkpoint", default="best", help="--to: best, latest, or a step")
+    c.add_argument("--classes", help="mynet: class names in output order, comma-separated (default 0..K-1)")
+    c.add_argument("--mean", help="mynet: the training transform's Normalize mean (one, or one per channel: 0.5,0.5,0.5)")
+    c.add_argument("--std", help="mynet: the training transform's Normalize std")
+    c.add_argument("--data-size", type=int, help="mynet: the side of the images it was trained on before resizing "
+                   "(28 for MNIST; default the input size)")
+    c.add_argument("--data-channels", type=int, help="mynet: their channels, 1 (grey) or 3 (default: the input's)")
+    c.add_argument("--chars-from", metavar="TEXTFILE", help="char LMs: the training text; the vocabulary is "
+                   "sorted(set(text)) (default: a FILE.json beside SRC, else prompts are token ids)")
     c = command("train", "train: runs experiments/FAMILY.py with the flags that follow", workdir=False)
     c.add_argument("family", choices=EXPERIMENTS, help=" | ".join(EXPERIMENTS))
     return p
@@ -233,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             return train(args, argv[2:])
         args = parser().parse_args(argv)
         {"info": info, "predict": predict, "generate": generate, "transduce": transduce, "sample": sample,
-         "export": export}[args.command](args)
+         "export": export, "convert": convert}[args.command](args)
 
     run(dispatch, argv)
 
