@@ -8,10 +8,11 @@ leaves nothing under `out`; an `out` that exists is refused (nothing there is to
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
-from typing import Any
+from typing import Any, Iterator
 
 from jaxdl.errors import UsageError
 
@@ -30,9 +31,26 @@ def check_out(out: str) -> None:
     """Refuse a destination that exists or whose folder cannot be written, before anything is read."""
     if os.path.lexists(out):
         raise UsageError(f"--out {out} exists: give a new directory (nothing was written)")
-    parent = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
-        raise UsageError(f"--out {out}: its folder {parent} does not exist or is not writable")
+    existing = os.path.dirname(os.path.abspath(out))
+    while not os.path.exists(existing):  # missing folders on the way are made
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
+        raise UsageError(f"--out {out}: cannot write under {existing} (not a writable directory)")
+
+
+@contextlib.contextmanager
+def new_directory(out: str) -> Iterator[str]:
+    """Yield a fresh directory beside `out` to fill; renamed to `out` when the block ends without an
+    exception, removed otherwise (so `out` appears complete or not at all)."""
+    check_out(out)
+    partial = f"{os.path.abspath(out)}.partial{os.getpid()}"
+    try:
+        os.makedirs(partial)  # with the folders above it
+        yield partial
+        os.rename(partial, out)
+    finally:
+        if os.path.exists(partial):
+            shutil.rmtree(partial, ignore_errors=True)
 
 
 def write(out: str, converted: Converted, source: str) -> None:
@@ -45,10 +63,7 @@ def write(out: str, converted: Converted, source: str) -> None:
     from jaxdl.train.metrics import write_summary
     from jaxdl.train.state import TrainState
 
-    check_out(out)
-    partial = f"{os.path.abspath(out)}.partial{os.getpid()}"
-    try:
-        os.makedirs(partial)
+    with new_directory(out) as partial:
         description.write(partial, {"format": description.FORMAT, **converted.info,
                                     "checkpoints": {"directory": None, "best_metric": None, "best_mode": "max"}})
         params = jax.tree.map(jnp.asarray, converted.params)
@@ -62,7 +77,3 @@ def write(out: str, converted: Converted, source: str) -> None:
                 f.write(data)
         write_summary(partial, {"converted_from": os.path.abspath(source), "num_params": converted.info["num_params"],
                                 "dataset": converted.info["dataset"], "steps": 0})
-        os.rename(partial, out)
-    finally:
-        if os.path.exists(partial):
-            shutil.rmtree(partial, ignore_errors=True)

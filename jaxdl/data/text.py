@@ -73,7 +73,13 @@ class ByteTokenizer:
 Tokenizer = CharTokenizer | ByteTokenizer
 
 
-def tokenizer_from_json(d: dict) -> Tokenizer:
+def tokenizer_from_json(d: dict, workdir: str | None = None) -> Tokenizer:
+    """The tokenizer model.json's "tokenizer" entry describes. Converted models' kinds ("huggingface",
+    "ids": jaxdl.data.pretrained_tokenizers) are not trained with; a huggingface file lives in `workdir`."""
+    if d["kind"] in ("huggingface", "ids"):
+        from jaxdl.data.pretrained_tokenizers import pretrained_tokenizer_from_json
+
+        return pretrained_tokenizer_from_json(d, workdir)
     return CharTokenizer(d["chars"]) if d["kind"] == "char" else ByteTokenizer()
 
 

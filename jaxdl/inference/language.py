@@ -29,7 +29,7 @@ class LanguageModel(Trained):
 
     @functools.cached_property
     def tokenizer(self):
-        return tokenizer_from_json(self.info["tokenizer"])
+        return tokenizer_from_json(self.info["tokenizer"], self.workdir)
 
     @functools.cached_property
     def task(self) -> LanguageModelTask:
@@ -44,6 +44,8 @@ class LanguageModel(Trained):
         try:
             return self.tokenizer.encode(text)
         except UsageError as e:
+            if self.tokenizer.kind != "char":  # the other kinds' messages say what they accept
+                raise
             raise UsageError(f"{str(e)}: this model knows only the characters of its training text") from None
 
     def decode(self, ids: Any) -> str:
@@ -82,7 +84,15 @@ class LanguageModel(Trained):
             raise UsageError(f"the prompt is {len(ids)} tokens, longer than the model's context of {self.context}")
         out = self.task.generate(self.params, ids[None], sample_key(seed), max_new_tokens, temperature, top_k,
                                  top_p=top_p)
-        return self.decode(out[0])
+        return self.continuation(ids, out[0])
+
+    def continuation(self, prompt_ids: Any, new_ids: Any) -> str:
+        """The text `new_ids` add after the prompt: decoded together with it, so what joins them (the
+        space between ids, a word piece's missing space, a character split over bytes) comes out as
+        the whole sequence would read, less the prompt's own text."""
+        head = self.decode(prompt_ids)
+        whole = self.decode(np.concatenate([np.asarray(prompt_ids), np.asarray(new_ids)]))
+        return whole[len(head):] if whole.startswith(head) else self.decode(new_ids)
 
 
 class Seq2SeqModel(Trained):

@@ -2,9 +2,10 @@
 cross-attention), the sequence-to-sequence `EncoderDecoder` and the GPT-style `DecoderLM`.
 
 A block is x + Attention(Norm(x)) [+ CrossAttention(Norm(x), context)] + MLP(Norm(x)), each
-branch followed by dropout; the MLP is Dense(4D) -> GELU -> Dense(D). The layers are one `nn.scan`
-over a stack of blocks (params with a leading layer axis), so compile time does not grow with
-depth; `remat` recomputes each block's activations in the backward pass instead of storing them.
+branch followed by dropout; the MLP is Dense(4D) -> GELU -> Dense(D) (`gelu`: "exact", the erf
+form, or "tanh", the approximation GPT-2 was trained with). The layers are one `nn.scan` over a
+stack of blocks (params with a leading layer axis), so compile time does not grow with depth;
+`remat` recomputes each block's activations in the backward pass instead of storing them.
 `dtype=jnp.bfloat16` computes in bf16 while params (and so the optimizer state) stay float32.
 
 Decoders speak the language-model interface: `apply(params, tokens_BT, cache, lengths_B, train=)`
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 from jaxdl.models.attention import POSITIONS, MultiHeadAttention, causal_mask, padding_mask, sinusoidal
 
 NORMS = ("layer", "rms")
+GELUS = ("exact", "tanh")  # erf GELU; the tanh approximation (GPT-2's "gelu_new")
 
 
 class Block(nn.Module):
@@ -37,6 +39,8 @@ class Block(nn.Module):
     norm: str = "layer"
     cross: bool = False  # add cross-attention to a context (the encoder's states)
     rotary: bool = False
+    gelu: str = "exact"  # exact | tanh
+    fast_variance: bool = True  # LayerNorm's variance in one pass (see Transformer)
     dtype: Any = jnp.float32
     implementation: str | None = None
 
@@ -45,18 +49,19 @@ class Block(nn.Module):
                  index_B: jax.Array | None, context_BSD: jax.Array | None, context_mask: jax.Array | None,
                  train: bool) -> tuple[jax.Array, dict]:
         drop = lambda y: nn.Dropout(self.dropout)(y, deterministic=not train)
+        norm = lambda name: make_norm(self.norm, self.dtype, name, self.fast_variance)
         mha = lambda name, rotary: MultiHeadAttention(self.num_heads, self.num_kv_heads, rotary=rotary,
                                                       dtype=self.dtype, implementation=self.implementation, name=name)
         cache = None if kv is None else {**kv, "index": index_B}
-        y_BTD, new_cache = mha("attention", self.rotary)(make_norm(self.norm, self.dtype, "attention_norm")(x_BTD), mask=mask,
+        y_BTD, new_cache = mha("attention", self.rotary)(norm("attention_norm")(x_BTD), mask=mask,
                                                          positions_BT=positions_BT, cache=cache)
         x_BTD = x_BTD + drop(y_BTD)
         if self.cross:
-            y_BTD, _ = mha("cross_attention", False)(make_norm(self.norm, self.dtype, "cross_norm")(x_BTD), context_BSD, mask=context_mask)
+            y_BTD, _ = mha("cross_attention", False)(norm("cross_norm")(x_BTD), context_BSD, mask=context_mask)
             x_BTD = x_BTD + drop(y_BTD)
         D = x_BTD.shape[-1]
-        h = nn.Dense(self.mlp_ratio * D, dtype=self.dtype, name="mlp_in")(make_norm(self.norm, self.dtype, "mlp_norm")(x_BTD))
-        h = nn.Dense(D, dtype=self.dtype, name="mlp_out")(jax.nn.gelu(h, approximate=False))
+        h = nn.Dense(self.mlp_ratio * D, dtype=self.dtype, name="mlp_in")(norm("mlp_norm")(x_BTD))
+        h = nn.Dense(D, dtype=self.dtype, name="mlp_out")(jax.nn.gelu(h, approximate=self.gelu == "tanh"))
         return x_BTD + drop(h), {"k": new_cache["k"], "v": new_cache["v"]}
 
 
@@ -90,10 +95,10 @@ def unstack_layers(stack_params: dict, num_layers: int) -> dict:
     return {f"layers_{i}": jax.tree.map(lambda a: a[i], stack_params["layers"]) for i in range(num_layers)}
 
 
-def make_norm(norm: str, dtype: Any, name: str | None = None) -> nn.Module:
+def make_norm(norm: str, dtype: Any, name: str | None = None, fast_variance: bool = True) -> nn.Module:
     if norm == "rms":
         return nn.RMSNorm(epsilon=1e-5, dtype=dtype, name=name)
-    return nn.LayerNorm(epsilon=1e-5, dtype=dtype, name=name)
+    return nn.LayerNorm(epsilon=1e-5, dtype=dtype, use_fast_variance=fast_variance, name=name)
 
 
 class Transformer(nn.Module):
@@ -109,6 +114,10 @@ class Transformer(nn.Module):
     dropout: float = 0.0
     pos: str = "learned"  # sinusoidal | learned | rope
     norm: str = "layer"  # layer | rms
+    gelu: str = "exact"  # the MLP's GELU: exact (erf) | tanh (the approximation, as GPT-2)
+    # LayerNorm's variance as E[x^2] - E[x]^2 (one pass, flax's default), or as E[(x - E[x])^2]
+    # (two passes, torch's): the one-pass form loses digits when |mean| >> std, so converted models use False
+    fast_variance: bool = True
     scan: bool = True  # one nn.scan over the layers (flat compile time); False: a Python loop
     remat: bool = False  # recompute each block in the backward pass (less memory, more compute)
     dtype: Any = jnp.float32  # computation dtype (bf16 on GPU/TPU); params are float32
@@ -125,9 +134,10 @@ class Transformer(nn.Module):
             self.position_embedding = nn.Embed(self.max_len, self.d_model, dtype=self.dtype, embedding_init=init)
         block = dict(num_heads=self.num_heads, num_kv_heads=self.num_kv_heads, mlp_ratio=self.mlp_ratio,
                      dropout=self.dropout, norm=self.norm, cross=self.has_cross_attention(),
-                     rotary=self.pos == "rope", dtype=self.dtype, implementation=self.implementation)
+                     rotary=self.pos == "rope", gelu=self.gelu, fast_variance=self.fast_variance, dtype=self.dtype,
+                     implementation=self.implementation)
         self.stack = Stack(self.num_layers, block, self.scan, self.remat)
-        self.final_norm = make_norm(self.norm, self.dtype)
+        self.final_norm = make_norm(self.norm, self.dtype, fast_variance=self.fast_variance)
         self.embedding_dropout = nn.Dropout(self.dropout)
 
     def embed(self, tokens_BT: jax.Array, positions_BT: jax.Array, train: bool) -> jax.Array:
@@ -149,6 +159,8 @@ def check_config(m: Transformer) -> None:
         raise ValueError(f"unknown positional encoding {m.pos!r}: use one of {', '.join(POSITIONS)}")
     if m.norm not in NORMS:
         raise ValueError(f"unknown norm {m.norm!r}: use one of {', '.join(NORMS)}")
+    if m.gelu not in GELUS:
+        raise ValueError(f"unknown gelu {m.gelu!r}: use one of {', '.join(GELUS)}")
     if m.d_model % m.num_heads:
         raise ValueError(f"{m.num_heads} heads do not divide the width d_model = {m.d_model}")
     if m.num_kv_heads and m.num_heads % m.num_kv_heads:
@@ -238,6 +250,8 @@ class EncoderDecoder(nn.Module):
     dropout: float = 0.0
     pos: str = "sinusoidal"
     norm: str = "layer"
+    gelu: str = "exact"
+    fast_variance: bool = True
     tie_embeddings: bool = False
     scan: bool = True
     remat: bool = False
@@ -247,8 +261,9 @@ class EncoderDecoder(nn.Module):
     def setup(self) -> None:
         shared = dict(vocab_size=self.vocab_size, d_model=self.d_model, num_heads=self.num_heads,
                       num_kv_heads=self.num_kv_heads, max_len=self.max_len, mlp_ratio=self.mlp_ratio,
-                      dropout=self.dropout, pos=self.pos, norm=self.norm, scan=self.scan, remat=self.remat,
-                      dtype=self.dtype, implementation=self.implementation)
+                      dropout=self.dropout, pos=self.pos, norm=self.norm, gelu=self.gelu,
+                      fast_variance=self.fast_variance, scan=self.scan, remat=self.remat, dtype=self.dtype,
+                      implementation=self.implementation)
         self.encoder = Encoder(num_layers=self.encoder_layers, **shared)
         self.decoder = Decoder(num_layers=self.decoder_layers, cross_attention=True,
                                tie_embeddings=self.tie_embeddings, **shared)

@@ -63,11 +63,23 @@ def check(workdir: str, description: dict) -> None:
     saved = read(workdir)
     if saved is None:
         return
+    saved = _with_current_fields(saved)
     diff = differences({k: v for k, v in saved.items() if k in description}, plain(description))
     if diff:
         more = f" (and {len(diff) - 3} more)" if len(diff) > 3 else ""
         raise UsageError(f"--workdir {workdir} holds a different model ({'; '.join(diff[:3])}{more}): use the same "
                          "settings or a new --workdir")
+
+
+def _with_current_fields(saved: dict) -> dict:
+    """`saved` with its model described as this jaxdl describes it: a field the class gained since the
+    run started reads as its default (what the run computed, as defaults never change), not as a change."""
+    from jaxdl.models.registry import build, describe
+
+    try:
+        return {**saved, "model": describe(build(saved["model"]))}
+    except (KeyError, TypeError, ValueError, AttributeError):  # compared as written: the difference is named
+        return saved
 
 
 def write(workdir: str, description: dict) -> None:

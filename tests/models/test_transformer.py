@@ -1,8 +1,12 @@
 """Transformers: scanned == looped layers, remat changes nothing, causality (token changes and gradients), cached
-decoding == full recomputation for ragged prompts, encoder padding invariance, tied embeddings, bf16, config errors.
+decoding == full recomputation for ragged prompts, encoder padding invariance, tied embeddings, bf16, GPT-2's options
+(the tanh GELU, LayerNorm's two-pass variance) against a float64 block, config errors.
 
 Compiling is most of the cost on CPU: data are prepared in numpy, params drawn in numpy, and each test jits one or
 two functions."""
+
+import math
+import types
 
 import jax
 import jax.numpy as jnp
@@ -10,8 +14,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxdl.models.attention import POSITIONS
-from jaxdl.models.transformer import DecoderLM, Encoder, EncoderDecoder, unstack_layers
+from jaxdl.models.attention import POSITIONS, causal_mask
+from jaxdl.models.transformer import Block, DecoderLM, Encoder, EncoderDecoder, unstack_layers
 
 V = 32  # vocabulary
 SMALL = dict(vocab_size=V, d_model=32, num_heads=4, max_len=16)
@@ -307,17 +311,73 @@ def test_bf16_keeps_float32_params_and_logits(kind):
     assert 0 < err <= 0.05 * scale, (err, scale)
 
 
-# (g) config errors -------------------------------------------------------------------------------------------------
+# (g) GPT-2's options: the tanh GELU, LayerNorm's two-pass variance -------------------------------------------------
+
+def _block_reference(p, x_BTD, gelu):
+    """One pre-norm block in float64 numpy: LayerNorm with the two-pass variance E[(x - mean)^2], causal
+    self-attention, the MLP with the erf GELU or its tanh approximation (GPT-2's gelu_new)."""
+    f = lambda a: np.asarray(a, np.float64)
+
+    def norm(q, x):
+        centred = x - x.mean(-1, keepdims=True)
+        return centred / np.sqrt((centred ** 2).mean(-1, keepdims=True) + 1e-5) * f(q["scale"]) + f(q["bias"])
+
+    a, x = p["attention"], f(x_BTD)
+    h = norm(p["attention_norm"], x)
+    q, k, v = (np.einsum("btd,dnh->btnh", h, f(a[n]["kernel"])) + f(a[n]["bias"]) for n in ("query", "key", "value"))
+    T = x.shape[1]
+    s = np.einsum("btnh,bsnh->bnts", q, k) / np.sqrt(q.shape[-1]) + np.where(np.tril(np.ones((T, T))) > 0, 0, -np.inf)
+    w = np.exp(s - s.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    x = x + np.einsum("bnts,bsnh,nhd->btd", w, v, f(a["out"]["kernel"])) + f(a["out"]["bias"])
+    u = norm(p["mlp_norm"], x) @ f(p["mlp_in"]["kernel"]) + f(p["mlp_in"]["bias"])
+    if gelu == "tanh":
+        g = 0.5 * u * (1 + np.tanh(np.sqrt(2 / np.pi) * (u + 0.044715 * u ** 3)))
+    else:
+        g = 0.5 * u * (1 + np.vectorize(math.erf)(u / np.sqrt(2)))
+    return x + g @ f(p["mlp_out"]["kernel"]) + f(p["mlp_out"]["bias"])
+
+
+def _block_error(offset, gelu, fast_variance=True):
+    """max |Block - float64 reference| on inputs N(offset, 1), against the reference with each GELU."""
+    rng = np.random.default_rng(9)
+    B, T = 2, 6
+    x_BTD = (offset + rng.standard_normal((B, T, SMALL["d_model"]))).astype(np.float32)
+    positions_BT = np.broadcast_to(np.arange(T), (B, T))
+    args = (x_BTD, None, causal_mask(positions_BT, T), positions_BT, None, None, None)
+    block = Block(num_heads=SMALL["num_heads"], gelu=gelu, fast_variance=fast_variance)
+    inference = types.SimpleNamespace(init=lambda key, *a: block.init(key, *a, False))  # `train` must stay static
+    params = _params(inference, rng, *args)
+    y = np.asarray(jax.jit(lambda p, *a: block.apply(p, *a, False)[0])(params, *args))
+    return {g: float(np.abs(y - _block_reference(params["params"], x_BTD, g)).max()) for g in ("exact", "tanh")}
+
+
+@pytest.mark.parametrize("gelu", ["exact", "tanh"])
+def test_block_gelu_matches_a_float64_reference(gelu):
+    """Each `gelu` gives the float64 block with that GELU (1e-5), and not the other one (their difference shows)."""
+    err = _block_error(0.0, gelu)
+    other = "tanh" if gelu == "exact" else "exact"
+    assert err[gelu] < 1e-5 < 1e-4 < err[other], err
+
+
+def test_two_pass_layer_norm_variance_where_the_mean_dominates():
+    """Inputs N(30, 1): the default one-pass variance E[x^2] - E[x]^2 loses digits (what existing runs trained
+    with, kept), fast_variance=False (torch's two-pass form, for converted models) stays within 1e-4."""
+    assert _block_error(30.0, "tanh", fast_variance=False)["tanh"] < 1e-4 < _block_error(30.0, "tanh")["tanh"]
+
+
+# (h) config errors -------------------------------------------------------------------------------------------------
 
 BAD = [(dict(pos="alibi"), "unknown positional encoding 'alibi': use one of sinusoidal, learned, rope"),
        (dict(norm="batch"), "unknown norm 'batch': use one of layer, rms"),
+       (dict(gelu="fast"), "unknown gelu 'fast': use one of exact, tanh"),
        (dict(d_model=30), "4 heads do not divide the width d_model = 30"),
        (dict(num_kv_heads=3), "3 key/value heads do not divide 4 heads"),
        (dict(d_model=12, pos="rope"), "rotary positions need an even head width, got 3")]
 
 
 @pytest.mark.parametrize("kind", ["lm", "encoder", "seq2seq"])
-@pytest.mark.parametrize("bad,message", BAD, ids=["pos", "norm", "heads", "kv_heads", "rope_odd_width"])
+@pytest.mark.parametrize("bad,message", BAD, ids=["pos", "norm", "gelu", "heads", "kv_heads", "rope_odd_width"])
 def test_bad_config_raises(kind, bad, message):
     tokens = np.zeros((1, 4), np.int32)
     if kind == "lm":
