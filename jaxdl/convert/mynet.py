@@ -8,7 +8,6 @@ channels, image size (4 x the last map's side) and class count are read off the 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Any, Mapping
@@ -76,22 +75,6 @@ def state_dict_from_params(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
-def _meta(src: str, given: Mapping[str, Any]) -> dict[str, Any]:
-    """Flags win over `SRC.json` (the weights' name with .json), e.g. {"classes": [...], "mean": [...],
-    "std": [...], "data_size": 28, "data_channels": 1}."""
-    beside = os.path.splitext(src)[0] + ".json"
-    meta: dict[str, Any] = {}
-    if os.path.isfile(beside):
-        try:
-            with open(beside) as f:
-                meta = json.load(f)
-        except (OSError, ValueError) as e:
-            raise UsageError(f"{beside} cannot be read ({type(e).__name__}): fix it or give the values as flags") from None
-        if not isinstance(meta, dict):
-            raise UsageError(f"{beside} must hold a JSON object (classes, mean, std, data_size, data_channels)")
-    return {**meta, **{k: v for k, v in given.items() if v is not None}}
-
-
 def _floats(meta: dict, key: str, channels: int, src: str) -> tuple[float, ...]:
     value = meta.get(key)
     if value is None:
@@ -114,7 +97,7 @@ def convert_in(kind: str, src: str, given: Mapping[str, Any]) -> Converted:
     tensors = state_dict.read(src)
     in_channels, image_size, num_classes = sizes_of(tensors)
     state_dict.check(tensors, expected_shapes(in_channels, image_size, num_classes), src, "MY_NET")
-    meta = _meta(src, given)
+    meta = state_dict.meta_beside(src, given, "classes, mean, std, data_size, data_channels")
     classes = meta.get("classes") or [str(i) for i in range(num_classes)]
     if not isinstance(classes, (list, tuple)) or len(classes) != num_classes or len(set(map(str, classes))) != num_classes:
         raise UsageError(f"{src} has {num_classes} classes (fc2): give {num_classes} distinct class names, got {classes!r}")

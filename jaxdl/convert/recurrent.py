@@ -13,7 +13,6 @@ one; their names are free (`embedding`, `rnn`, `head` when jaxdl writes them).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Any, Mapping
@@ -118,20 +117,6 @@ def _tokenizer(meta: Mapping[str, Any], vocab: int, src: str) -> tuple[dict, np.
     return {"kind": "char", "chars": "".join(sorted(chars))}, order
 
 
-def _meta(src: str, given: Mapping[str, Any]) -> dict[str, Any]:
-    beside = os.path.splitext(src)[0] + ".json"
-    meta: dict[str, Any] = {}
-    if os.path.isfile(beside):
-        try:
-            with open(beside) as f:
-                meta = json.load(f)
-        except (OSError, ValueError) as e:
-            raise UsageError(f"{beside} cannot be read ({type(e).__name__}): fix it or give --chars") from None
-        if not isinstance(meta, dict):
-            raise UsageError(f"{beside} must hold a JSON object (chars: the vocabulary in id order)")
-    return {**meta, **{k: v for k, v in given.items() if v is not None}}
-
-
 def convert_in(kind: str, src: str, given: Mapping[str, Any]) -> Converted:
     """A character LM's state dict -> the workdir contents of a jaxdl language model (RecurrentLM)."""
     from jaxdl.models.recurrent import RecurrentLM, params_from_torch
@@ -148,7 +133,7 @@ def convert_in(kind: str, src: str, given: Mapping[str, Any]) -> Converted:
     expected = {f"{embedding}.weight": (vocab, inputs), f"{head}.weight": (vocab, hidden), f"{head}.bias": (vocab,),
                 **recurrent_shapes(cell, inputs, hidden, layers, False, prefix)}
     state_dict.check(tensors, expected, src, f"character LM (nn.Embedding + nn.{cell.upper()} + nn.Linear)")
-    tokenizer, order = _tokenizer(_meta(src, given), vocab, src)
+    tokenizer, order = _tokenizer(state_dict.meta_beside(src, given, "chars: the vocabulary in id order"), vocab, src)
     rows = (lambda a: a[order]) if order is not None else (lambda a: a)
     rnn = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix) and _PARAM.match(k)}
     params = {"params": {"embedding": {"embedding": rows(tensors[f"{embedding}.weight"])},

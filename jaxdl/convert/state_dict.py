@@ -133,6 +133,22 @@ def check(found: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...
         raise UsageError(f"{src} is not a {what} state dict: {'; '.join(problems)}")
 
 
+def meta_beside(src: str, given: Mapping[str, Any], holds: str) -> dict[str, Any]:
+    """What the weights do not say: `SRC.json` (the weights' name with .json, e.g. my_net.json; it
+    `holds` what the message names), overridden by the values given as flags (None: not given)."""
+    beside = os.path.splitext(src)[0] + ".json"
+    meta: dict[str, Any] = {}
+    if os.path.isfile(beside):
+        try:
+            with open(beside) as f:
+                meta = json.load(f)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"{beside} cannot be read ({type(e).__name__}): fix it or give the values as flags") from None
+        if not isinstance(meta, dict):
+            raise UsageError(f"{beside} must hold a JSON object ({holds})")
+    return {**meta, **{k: v for k, v in given.items() if v is not None}}
+
+
 def write(tensors: Mapping[str, Any], path: str, metadata: Mapping[str, str] | None = None) -> None:
     """Write `tensors` as safetensors, atomically (a partial file never takes `path`'s name)."""
     from safetensors.numpy import save_file
