@@ -14,6 +14,8 @@ import os
 import shutil
 from typing import Any, Iterator
 
+import numpy as np
+
 from jaxdl.errors import UsageError
 
 
@@ -66,7 +68,8 @@ def write(out: str, converted: Converted, source: str) -> None:
     with new_directory(out) as partial:
         description.write(partial, {"format": description.FORMAT, **converted.info,
                                     "checkpoints": {"directory": None, "best_metric": None, "best_mode": "max"}})
-        params = jax.tree.map(jnp.asarray, converted.params)
+        # numpy leaves as they are: orbax writes them without a device copy (gpt2-xl is 6 GB in float32)
+        params = jax.tree.map(np.asarray, converted.params)
         state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state={},
                            rng=jax.random.key_data(jax.random.key(0)))
         checkpoints = Checkpoints(os.path.join(partial, "checkpoints"), keep=1)
