@@ -5,39 +5,92 @@ denominator of model FLOPs utilisation.
 On XLA:CPU, `--xla_cpu_experimental_ynn_fusion_type=dot` sends dots and the
 weight-gradient convolutions through the YNNPACK library instead of Eigen: the
 MyNet training step runs about 2x faster with it (benchmarks/cnn_vs_torch.py).
-The flag is experimental, so it is only added for jaxlib versions it is known
-to exist in (an unknown flag aborts XLA), never twice, and never when
-JAXDL_XLA_DEFAULTS=0. It changes summation order only (float32 results agree
-to ~1e-6 relative); GPU and TPU backends ignore it.
+The flag is experimental and an XLA that does not know a flag aborts, so each
+candidate is added only where the installed jaxlib accepts it: checked once in
+a subprocess per jaxlib build and remembered in ~/.cache/jaxdl/xla_cpu_flags.json
+($XDG_CACHE_HOME), never added twice, and never when JAXDL_XLA_DEFAULTS=0. It changes
+summation order only (float32 results agree to ~1e-6 relative); GPU and TPU
+backends ignore it. `xla_flags()` says which flags are in force (summary.json).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
+import subprocess
 import sys
 import time
 from importlib import metadata
 
-_CPU_FLAGS = {("0", "10"): ["--xla_cpu_experimental_ynn_fusion_type=dot"]}
+CPU_FLAGS = ["--xla_cpu_experimental_ynn_fusion_type=dot"]  # candidates, each added where jaxlib accepts it
+_PROBE = "import jax, jax.numpy as jnp; jax.jit(lambda x: x @ x)(jnp.ones((8, 8))).block_until_ready()"
 
 
-def _jaxlib_minor() -> tuple[str, str] | None:
+def _jaxlib_build() -> str | None:
+    """The installed jaxlib: its version and where it lives (two venvs may hold different builds)."""
     try:
-        return tuple(metadata.version("jaxlib").split(".")[:2])  # type: ignore[return-value]
+        dist = metadata.distribution("jaxlib")
     except metadata.PackageNotFoundError:
         return None
+    return f"{dist.version} {dist.locate_file('')}"
+
+
+def _cache_file() -> str:
+    home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(home, "jaxdl", "xla_cpu_flags.json")
+
+
+def accepts(flag: str, timeout: float = 120.0) -> bool:
+    """Whether this Python's jaxlib runs a jitted program with `flag` in XLA_FLAGS (a subprocess: an
+    unknown flag aborts the process that reads it)."""
+    env = {**os.environ, "XLA_FLAGS": flag, "JAX_PLATFORMS": "cpu"}
+    try:
+        done = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def supported_cpu_flags() -> list[str]:
+    """The CPU_FLAGS this jaxlib accepts: probed once per jaxlib build, then read from the cache file."""
+    build = _jaxlib_build()
+    if build is None:
+        return []
+    path = _cache_file()
+    try:
+        with open(path) as f:
+            cache = json.load(f)
+    except (OSError, ValueError):
+        cache = {}
+    known = cache.get(build, {}) if isinstance(cache, dict) else {}
+    if not isinstance(known, dict) or any(flag not in known for flag in CPU_FLAGS):
+        known = {flag: accepts(flag) for flag in CPU_FLAGS}
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(f"{path}.{os.getpid()}", "w") as f:
+                json.dump({**(cache if isinstance(cache, dict) else {}), build: known}, f, indent=1)
+            os.replace(f"{path}.{os.getpid()}", path)
+        except OSError:  # a read-only home: probe again next time
+            pass
+    return [flag for flag in CPU_FLAGS if known.get(flag) is True]
 
 
 def configure_xla() -> list[str]:
-    """Add the known-good XLA:CPU flags to XLA_FLAGS; returns the flags added (none once jax is imported)."""
+    """Add the XLA:CPU flags this jaxlib accepts to XLA_FLAGS; returns the flags added (none once jax
+    is imported)."""
     if os.environ.get("JAXDL_XLA_DEFAULTS", "1") == "0" or "jax" in sys.modules:
         return []
     current = os.environ.get("XLA_FLAGS", "")
-    added = [f for f in _CPU_FLAGS.get(_jaxlib_minor(), []) if f.split("=")[0] not in current]
+    added = [f for f in supported_cpu_flags() if f.split("=")[0] not in current]
     if added:
         os.environ["XLA_FLAGS"] = " ".join([current, *added]).strip()
     return added
+
+
+def xla_flags() -> str:
+    """The XLA flags in force in this process (as XLA read them from the environment)."""
+    return os.environ.get("XLA_FLAGS", "")
 
 
 def is_primary() -> bool:
