@@ -35,6 +35,7 @@ from jaxdl.models.cnn import MyNet  # noqa: E402
 from jaxdl.tasks.classification import ImageClassifier, report  # noqa: E402
 from jaxdl.tasks.run_info import classifier_info  # noqa: E402
 from jaxdl.train import TrainConfig, TrainState, fit, make_optimizer, make_train_step  # noqa: E402
+from jaxdl.train.flops import speed_note  # noqa: E402
 from jaxdl.train.metrics import device_description, write_summary  # noqa: E402
 from jaxdl.train.state import num_params  # noqa: E402
 
@@ -114,10 +115,13 @@ def main(argv=None) -> dict:
     summary = {
         "test_accuracy": result.eval_metrics["accuracy"], "test_loss": result.eval_metrics["loss"],
         "train_examples_per_sec": result.train_examples_per_sec, "compile_seconds": result.compile_seconds,
-        "num_params": num_params(params), "epochs": result.steps // spe, "steps": result.steps,
+        "model_flops_per_example": result.flops_per_example, "mfu": result.mfu,
+        "matmul_peak_gflops": result.matmul_peak_gflops, "num_params": num_params(params),
+        "epochs": result.steps // spe, "steps": result.steps,
         "dataset": data.name, "device": device_description(), "wall_seconds": time.perf_counter() - t0,
     }
-    print(f"summary: {write_summary(cfg.workdir, summary)}")
+    speed = speed_note(result.train_examples_per_sec, "images", result.mfu)
+    print(f"summary: {write_summary(cfg.workdir, summary)}{speed}")
     return summary
 
 

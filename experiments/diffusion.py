@@ -48,6 +48,7 @@ from jaxdl.train import TrainConfig, TrainState, fit, make_optimizer, make_train
 from jaxdl.train import description, run_config  # noqa: E402
 from jaxdl.train.checkpoint import load_trained  # noqa: E402
 from jaxdl.train.config import SCHEDULES as LR_SCHEDULES  # noqa: E402
+from jaxdl.train.flops import speed_note  # noqa: E402
 from jaxdl.train.metrics import device_description, write_summary  # noqa: E402
 from jaxdl.train.state import num_params, step_of  # noqa: E402
 from jaxdl.train.step import ema_extras  # noqa: E402
@@ -241,7 +242,9 @@ def train(cfg: Config, run: Setup) -> tuple[TrainState, dict]:
                  resolved=resolved(run), total_steps=cfg.steps,
                  eval_params=lambda s: s.extras["ema"], describe=run.info)
     return result.state, {"train_examples_per_sec": result.train_examples_per_sec,
-                          "compile_seconds": result.compile_seconds}
+                          "compile_seconds": result.compile_seconds,
+                          "model_flops_per_example": result.flops_per_example, "mfu": result.mfu,
+                          "matmul_peak_gflops": result.matmul_peak_gflops}
 
 
 def draw_and_judge(cfg: Config, run: Setup, params, grid_prompts: list[str]) -> dict:
@@ -296,7 +299,8 @@ def main(argv=None) -> dict:
     summary.update({"num_params": num_params(state.params), "steps": step_of(state), "dataset": run.data.name,
                     "image_size": run.shape[0], "device": device_description(),
                     "wall_seconds": time.perf_counter() - t0})
-    print(f"summary: {write_summary(cfg.workdir, summary)}")
+    speed = speed_note(summary.get("train_examples_per_sec"), "images", summary.get("mfu"))  # none with --sample-only
+    print(f"summary: {write_summary(cfg.workdir, summary)}{speed}")
     return summary
 
 

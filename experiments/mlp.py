@@ -37,6 +37,7 @@ from jaxdl.models.mlp import ACTIVATIONS, MLP  # noqa: E402
 from jaxdl.tasks.run_info import classifier_info, vector_info  # noqa: E402
 from jaxdl.tasks.vector import LOSS_FOR_TASK, VectorTask  # noqa: E402
 from jaxdl.train import TrainConfig, TrainState, fit, make_optimizer, make_train_step  # noqa: E402
+from jaxdl.train.flops import speed_note  # noqa: E402
 from jaxdl.train.metrics import device_description, write_summary  # noqa: E402
 from jaxdl.train.state import num_params, stack_states, unstack_state  # noqa: E402
 
@@ -153,6 +154,8 @@ def train_one(cfg: Config, activation: str, workdir: str) -> dict:
     summary = {f"test_{task.main_metric}": float(main.mean()), "test_loss": float(np.mean(result.eval_metrics["loss"])),
                "activation": activation, "hidden": list(cfg.widths), "backprop": cfg.backprop,
                "compile_seconds": result.compile_seconds, "train_examples_per_sec": result.train_examples_per_sec,
+               "model_flops_per_example": result.flops_per_example, "mfu": result.mfu,
+               "matmul_peak_gflops": result.matmul_peak_gflops,
                "num_params": num_params(first.params), "steps": result.steps, "dataset": cfg.task,
                "device": device_description(), "wall_seconds": time.perf_counter() - t0}
     if many:
@@ -192,14 +195,17 @@ def main(argv=None) -> dict:
         plots.compare_curves({a: os.path.join(cfg.workdir, a, "metrics.jsonl") for a in COMPARED},
                              os.path.join(cfg.workdir, "activations.png"))
         key = next(k for k in results[COMPARED[0]] if k.startswith("test_") and k != "test_loss")
-        summary = {key: {a: r[key] for a, r in results.items()},
-                   "test_loss": {a: r["test_loss"] for a, r in results.items()},
-                   "wall_seconds": {a: r["wall_seconds"] for a, r in results.items()},
+        per = lambda k: {a: r[k] for a, r in results.items()}
+        trained = lambda k: per(k) if all(r[k] is not None for r in results.values()) else None  # None: keep earlier
+        summary = {key: per(key), "test_loss": per("test_loss"), "wall_seconds": per("wall_seconds"),
+                   "model_flops_per_example": trained("model_flops_per_example"), "mfu": trained("mfu"),
                    "dataset": cfg.task, "device": device_description()}
         write_summary(cfg.workdir, summary)
         for a in COMPARED:
-            print(f"{a:>8}: {key} = {summary[key][a]:.6g}, test loss = {summary['test_loss'][a]:.6g}")
-    print(f"summary: {os.path.join(cfg.workdir, 'summary.json')}")
+            print(f"{a:>8}: {key} = {summary[key][a]:.6g}, test loss = {summary['test_loss'][a]:.6g}"
+                  f"{speed_note(results[a]['train_examples_per_sec'], 'examples', results[a]['mfu'])}")
+    speed = "" if cfg.compare_activations else speed_note(summary["train_examples_per_sec"], "examples", summary["mfu"])
+    print(f"summary: {os.path.join(cfg.workdir, 'summary.json')}{speed}")
     return summary
 
 

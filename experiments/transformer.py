@@ -39,8 +39,9 @@ from jaxdl.data import sequence_tasks  # noqa: E402
 from jaxdl.data.sequence_tasks import TASKS  # noqa: E402
 from jaxdl.errors import UsageError  # noqa: E402
 from jaxdl.models.attention import POSITIONS  # noqa: E402
-from jaxdl.models.transformer import NORMS, DecoderLM, EncoderDecoder, training_flops_per_token  # noqa: E402
+from jaxdl.models.transformer import NORMS, DecoderLM, EncoderDecoder  # noqa: E402
 from jaxdl.train import TrainState, fit, make_optimizer, make_train_step  # noqa: E402
+from jaxdl.train.flops import speed_note  # noqa: E402
 from jaxdl.train.metrics import device_description, write_summary  # noqa: E402
 from jaxdl.train.state import num_params  # noqa: E402
 from jaxdl.tasks.run_info import seq2seq_info  # noqa: E402
@@ -163,9 +164,12 @@ def train_seq2seq(cfg: Config) -> dict:
                "longer_exact_match": m["longer_exact_match"], "longer_exact_match_by_length": m["outputs"]["longer_by_length"],
                "task": cfg.task, "train_lengths": [cfg.min_len, cfg.max_len],
                "examples_per_sec": result.train_examples_per_sec, "compile_seconds": result.compile_seconds,
+               "model_flops_per_example": result.flops_per_example, "mfu": result.mfu,
+               "matmul_peak_gflops": result.matmul_peak_gflops,
                "num_params": num_params(params), "steps": result.steps, "dataset": f"generated:{cfg.task}",
                "device": device_description(), "wall_seconds": time.perf_counter() - t0}
-    print(f"summary: {write_summary(cfg.workdir, summary)}")
+    print(f"summary: {write_summary(cfg.workdir, summary)}"
+          f"{speed_note(result.train_examples_per_sec, 'examples', result.mfu)}")
     return summary
 
 
@@ -177,18 +181,7 @@ def main(argv=None) -> dict:
     describe = lambda params: (f"decoder-only transformer: {cfg.layers} layers, {cfg.heads} heads"
                                f"{f' ({cfg.kv_heads} key/value)' if cfg.kv_heads else ''}, width {cfg.d_model}, "
                                f"context {cfg.seq_len}, {cfg.pos} positions, {cfg.norm} norm, {cfg.dtype}")
-
-    def mfu(summary: dict, params) -> dict:
-        """Model FLOPs per second over this device's measured matmul rate."""
-        if summary["tokens_per_sec"] is None:  # nothing trained in this invocation: keep the earlier figure
-            return {"mfu": None, "matmul_peak_gflops": None}
-        peak = runtime.matmul_peak_gflops(dtype=cfg.dtype)
-        flops = summary["tokens_per_sec"] * training_flops_per_token(params, cfg.layers, cfg.seq_len, cfg.d_model)
-        print(f"model FLOPs utilisation: {flops / 1e9:.1f} GFLOP/s of a measured {peak:.1f} GFLOP/s "
-              f"({cfg.dtype} matmul) = {flops / (peak * 1e9):.1%}")
-        return {"mfu": flops / (peak * 1e9), "matmul_peak_gflops": peak}
-
-    return train_text_lm(cfg, build, describe, extra_summary=mfu)
+    return train_text_lm(cfg, build, describe)  # its summary has the engine's counted model FLOPs and mfu
 
 
 if __name__ == "__main__":

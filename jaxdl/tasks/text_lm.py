@@ -25,6 +25,7 @@ from jaxdl.train.description import read_info
 from jaxdl.tasks.language_model import LanguageModel
 from jaxdl.tasks.run_info import language_model_info
 from jaxdl.train import TrainConfig, TrainState, fit, make_optimizer, make_train_step, run_config
+from jaxdl.train.flops import speed_note
 from jaxdl.train.metrics import device_description, write_summary
 from jaxdl.train.state import num_params
 
@@ -140,15 +141,18 @@ def train_text_lm(cfg: TextLMConfig, build_model: Callable[[int], nn.Module], de
                  describe=info)
     m = result.eval_metrics
     tokens_per_sec = None if result.train_examples_per_sec is None else result.train_examples_per_sec * cfg.seq_len
+    per_example = result.flops_per_example  # an example is a window of seq_len (+ 1) tokens, seq_len predicted
     summary = {
         "val_loss": m["loss"], "val_bpc": m["bpc"], "val_perplexity": m["perplexity"], "val_accuracy": m["accuracy"],
         "tokens_per_sec": tokens_per_sec, "compile_seconds": result.compile_seconds,
+        "model_flops_per_token": None if per_example is None else per_example / cfg.seq_len,
+        "model_flops_per_example": per_example, "mfu": result.mfu, "matmul_peak_gflops": result.matmul_peak_gflops,
         "num_params": num_params(params), "sample": m["outputs"]["sample"], "steps": result.steps,
         "dataset": data.name, "device": device_description(),
     }
     summary.update(extra_summary(summary, params) if extra_summary else {})
     summary["wall_seconds"] = time.perf_counter() - t0
-    print(f"summary: {write_summary(cfg.workdir, summary)}")
+    print(f"summary: {write_summary(cfg.workdir, summary)}{speed_note(tokens_per_sec, 'tokens', result.mfu)}")
     return summary
 
 

@@ -13,6 +13,9 @@ The step runs on `config.mesh` (parallel.py): the state sharded by the FSDP
 rule, each batch split over the devices, jitted with those in/out shardings.
 SIGTERM/SIGINT save and exit 0 (preemption.py); a run whose steps stay
 non-finite `config.max_bad_steps` times in a row raises Diverged.
+
+The step's matrix-multiply FLOPs are counted from its jaxpr (flops.py) before its first call, and
+after training set against this device's measured matmul rate: the result's `mfu`.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from tqdm.auto import tqdm
 
 from jaxdl import plots
 from jaxdl.errors import Diverged, UsageError
-from jaxdl.runtime import is_primary
-from jaxdl.train import description, parallel, run_config
+from jaxdl.runtime import is_primary, matmul_peak_gflops
+from jaxdl.train import description, flops, parallel, run_config
 from jaxdl.train.checkpoint import Checkpoints
 from jaxdl.train.config import TrainConfig
 from jaxdl.train.metrics import MetricsLog, format_metrics
@@ -52,6 +55,12 @@ class FitResult:
     compile_seconds: float | None  # None when this invocation trained no step
     train_examples_per_sec: float | None  # steady state: compile and evaluation excluded
     wall_seconds: float
+    # Model FLOPs (flops.py: matmuls only, every model of a `many` run), None when this invocation
+    # trained no step or the step could not be counted
+    flops_per_step: float | None = None
+    flops_per_example: float | None = None  # per model when training many: flops_per_step / (models x batch)
+    mfu: float | None = None  # model FLOPs utilisation: the steady state's matmul FLOP rate / matmul_peak_gflops
+    matmul_peak_gflops: float | None = None  # this device's measured matmul rate for the step's matmul dtype(s)
 
 
 def _metrics(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -72,6 +81,41 @@ def _mean_metrics(host: list[dict[str, Any]]) -> dict[str, Any]:
 def _examples(batch: Any, many: bool) -> int:
     shape = jax.tree.leaves(batch)[0].shape
     return int(shape[0] * shape[1]) if many else int(shape[0])
+
+
+def _count_flops(train_step: Callable, state: TrainState, batch: Any) -> tuple[dict[str, float] | None, str]:
+    """(the step's matmul FLOPs by dtype, '') traced (not run) on the first batch before its first
+    call, while the donated state is still alive; or (None, why not) when it cannot be counted (a
+    step jax cannot trace abstractly, a while loop of matmuls): a missing figure never stops a run."""
+    try:
+        return flops.matmul_flops_by_dtype(train_step, state, batch), ""
+    except Exception as e:  # noqa: BLE001 - any failure to count only loses the figure
+        return None, f"Model FLOPs not counted, so no MFU: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
+
+
+def _peak_dtype(dtype: str) -> str:
+    """The dtype whose matmul rate bounds a matmul of `dtype` (float32 for anything unusual)."""
+    return dtype if dtype in ("bfloat16", "float16", "float32", "float64") else "float32"
+
+
+def _utilisation(flops_by_dtype: dict[str, float] | None, steps: float, seconds: float
+                 ) -> tuple[float | None, float | None]:
+    """(mfu, the matmul peak in GFLOP/s it is measured against) for `steps` steps in `seconds` (the
+    timed examples over the counted step's: the same as the timed steps where batches do not vary).
+
+    mfu is the time the steps' matmuls would take at this device's measured rate for their dtype
+    over the time they took: with one dtype, FLOP/s over peak FLOP/s. A mix (bfloat16 matmuls
+    beside float32 ones) weighs each dtype's peak by its FLOPs, and the peak returned is that
+    weighted (harmonic) mean, so mfu = FLOPs x steps / seconds / peak still holds. The peak is
+    measured after training (once per process and dtype), never inside the timed steps.
+    """
+    if flops_by_dtype is None or not steps or not seconds:
+        return None, None
+    total = sum(flops_by_dtype.values())
+    if not total:
+        return 0.0, None
+    ideal_s = sum(f / (matmul_peak_gflops(dtype=_peak_dtype(d)) * 1e9) for d, f in flops_by_dtype.items())
+    return ideal_s * steps / seconds, total / ideal_s / 1e9
 
 
 def compile_step(train_step: Callable, state: TrainState, config: TrainConfig, many: bool
@@ -148,6 +192,7 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
     if step:
         print(f"Resuming from step {step} ({ckpt.directory})")
     first_call_s, compile_s, train_s, examples, timed_steps, eval_metrics = None, None, 0.0, 0, 0, {}
+    step_flops, step_examples = None, 0  # the step's matmul FLOPs by dtype, and the examples they cover
 
     def check_finite(bar: tqdm) -> None:
         if config.max_bad_steps and int(np.max(jax.device_get(state.bad_streak))) >= config.max_bad_steps:
@@ -195,10 +240,14 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
             for batch in batches:
                 batch = to_global(batch)
                 if first_call_s is None:  # the first call compiles: timed apart from the steady state
+                    step_flops, why_not = _count_flops(train_step, state, batch)
+                    step_examples = _examples(batch, many)
                     tc = time.perf_counter()
                     state, m = train_step(state, batch)
                     jax.block_until_ready(m)
                     first_call_s = time.perf_counter() - tc
+                    if why_not and is_primary():  # said once the step has run: a step that fails says why itself
+                        print(why_not)
                     te = time.perf_counter()
                 else:
                     if not ms:
@@ -237,6 +286,11 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
     step_s = train_s / timed_steps if timed_steps else 0.0
     if first_call_s is not None:
         compile_s = max(first_call_s - step_s, 0.0)  # the first call less one steady-state step
+    flops_per_step = None if step_flops is None else float(sum(step_flops.values()))
+    per_example = flops_per_step / step_examples if flops_per_step is not None and step_examples else None
+    mfu, peak = _utilisation(step_flops, examples / step_examples if step_examples else 0, train_s)
     return FitResult(state=parallel.to_local(state), eval_metrics=eval_metrics, steps=step, compile_seconds=compile_s,
                      train_examples_per_sec=examples / train_s if train_s and examples else None,
-                     wall_seconds=time.perf_counter() - t0)
+                     wall_seconds=time.perf_counter() - t0, flops_per_step=flops_per_step,
+                     flops_per_example=per_example,
+                     mfu=mfu, matmul_peak_gflops=peak)

@@ -22,6 +22,9 @@ def test_xor_is_solved_with_a_hidden_non_linearity(tmp_path, activation):
 def test_xor_is_not_solved_without_one(tmp_path):
     summary = mlp.main([*XOR, "--activation", "identity", "--workdir", str(tmp_path)])
     assert summary["test_accuracy"] <= 0.75  # a linear boundary gets at most 3 of the 4 points
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    # 2 -> 8 -> 1: forward 2 x (2 x 8 + 8 x 1), weight gradients as much again, the hidden layer's input gradient
+    assert on_disk["model_flops_per_example"] == 2 * 2 * (2 * 8 + 8 * 1) + 2 * 8 * 1 and on_disk["mfu"] > 0
 
 
 def test_sine_fit_and_manual_backprop_equal_autodiff(tmp_path):
