@@ -31,8 +31,8 @@ PaLM, Chowdhery et al. 2022, appendix B),
     6 * N + 12 * layers * context * d_model
 N = the weights used in matmuls (every kernel of the blocks and the untied head; embedding lookups,
 norms and biases are not matmuls: 2 FLOPs per weight per token forward, 4 backward;
-`jaxdl.models.transformer.training_flops_per_token`, the count experiments/transformer.py reports
-too); the second term is the attention
+`jaxdl.models.transformer.training_flops_per_token`; equal to the matmul FLOPs that experiments/transformer.py
+counts from its step's jaxpr, jaxdl/train/flops.py); the second term is the attention
 scores QK^T and the weighted sum of values, forward and backward, counted for the full
 context x context square as PaLM does (causal masking does not halve it in this count). MFU = that x
 tokens/s / this machine's float32 matmul peak, measured in the same process
@@ -99,7 +99,7 @@ def main(argv=None) -> dict:
     net = gpt_params_to_torch(params, TorchGPT(V, D, L, args.heads, T)).train()
     n_params, n_torch = bench.set_models(task, params, net)
     n_embedding = sum(params["params"][k]["embedding"].size for k in ("token_embedding", "position_embedding"))
-    flops_per_token = training_flops_per_token(params, L, T, D)  # the count experiments/transformer.py reports
+    flops_per_token = training_flops_per_token(params, L, T, D)  # = what flops.py counts in the step (tested)
     n_matmul = round((flops_per_token - 12 * L * T * D) / 6)
     print(f"GPT: {L} layers x {args.heads} heads ({'scanned' if args.scan else 'unrolled'} in jaxdl), width {D}, "
           f"context {T}, {n_params:,} parameters "
