@@ -1,6 +1,10 @@
 """Shared test setup: the repo root on sys.path (for experiments/ and benchmarks/), and a persistent XLA
 compilation cache for this session, so a program compiled once (the same model built again by another
-test or experiment run) is not compiled again: XLA:CPU compiles are the bulk of the suite's time."""
+test or experiment run) is not compiled again: XLA:CPU compiles are the bulk of the suite's time.
+
+Run in parallel (`-n 2 --dist loadgroup`, pytest-xdist), the workers share that cache, and each test
+file runs whole in one worker (its module fixtures are made once); tests/inference's files, which
+share the session's tiny trained runs, run together in one."""
 
 import atexit
 import os
@@ -9,13 +13,72 @@ import sys
 import tempfile
 
 import jax
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-_CACHE = tempfile.mkdtemp(prefix="jaxdl-test-xla-cache-")
-atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+_CACHE = os.environ.get("JAXDL_TEST_XLA_CACHE")
+if _CACHE is None:  # the first process (xdist's controller, or the only one): workers inherit it
+    _CACHE = os.environ["JAXDL_TEST_XLA_CACHE"] = tempfile.mkdtemp(prefix="jaxdl-test-xla-cache-")
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+# `pytest -m "not slow"`: the quick subset for everyday work. SLOW holds files that run whole
+# experiments or benchmarks (in-process or as subprocesses), train the session's tiny runs or start
+# extra processes, and single tests that take over ~3 s on 2 cores (mostly compiling); prefixes of
+# test ids. The full suite runs everything.
+SLOW = ("tests/experiments/", "tests/inference/", "tests/benchmarks/", "tests/train/test_multidevice.py",
+        "tests/train/test_launch_detection.py", "tests/convert/test_readme_convert.py",
+        "tests/convert/test_gpt2_convert.py", "tests/convert/test_mynet_convert.py",
+        "tests/tasks/test_text_to_image.py",
+    "tests/models/test_cnn.py::test_dropout_only_in_training",
+    "tests/models/test_cnn.py::test_output_shapes",
+    "tests/models/test_cnn_torch_parity.py::test_adam_steps_match_torch",
+    "tests/models/test_recurrent.py::test_language_model_usable_from_flax_nnx_through_the_bridge",
+    "tests/models/test_recurrent.py::test_sequence_classifier_learns_a_counting_task",
+    "tests/models/test_recurrent.py::test_unroll_gives_the_same_outputs",
+    "tests/models/test_transformer.py::test_remat_gives_the_same_loss_and_gradients",
+    "tests/models/test_unet.py::test_untrained_unet_predicts_zero_noise",
+    "tests/models/test_unet.py::test_output_depends_on_the_prompt_and_time_but_not_on_padding",
+    "tests/models/test_transformer_torch_parity.py::test_same_loss_after_an_adam_step",
+    "tests/models/test_cnn.py::test_pooling_max_and_avg",
+    "tests/convert/test_recurrent_convert.py::test_torch_module_both_ways[2-True",
+    "tests/runtime/test_xla_flags.py::test_a_known_flag_is_accepted_and_an_unknown_one_is_not",
+    "tests/tasks/test_diffusion.py::test_ddim_with_the_true_noise_recovers_x0_exactly",
+    "tests/tasks/test_generation.py::test_cached_greedy_generation_equals_recomputing_the_whole_sequence",
+    "tests/tasks/test_generation.py::test_generation_past_the_context_slides_a_window",
+    "tests/tasks/test_generation.py::test_generation_stops_at_the_stop_token",
+    "tests/tasks/test_generation.py::test_top_p_keeps_the_smallest_set_reaching_p",
+    "tests/tasks/test_language_model.py::test_greedy_decoding_reproduces_a_learned_repeated_string",
+    "tests/tasks/test_language_model.py::test_prompts_of_different_lengths_generate_as_if_alone",
+    "tests/tasks/test_language_model.py::test_sampling_greedy_top_k_and_temperature",
+    "tests/tasks/test_language_model.py::test_validation_loss_is_the_mean_over_every_token_with_windows_from_zero_state",
+    "tests/tasks/test_lm_torch_parity.py::test_same_losses_over_adam_steps_with_clipping",
+    "tests/tasks/test_seq2seq.py::test_cached_greedy_decoding_equals_recomputing_the_target_prefix",
+    "tests/tasks/test_seq2seq.py::test_exact_match_needs_every_target_token_and_the_eos",
+    "tests/tasks/test_seq2seq.py::test_loss_is_the_mean_cross_entropy_over_the_target_and_eos",
+    "tests/train/test_checkpoint_format.py::test_resuming_the_stored_run_trains_one_more_epoch",
+    "tests/train/test_flops.py::test_decoder_lm_matches_training_flops_per_token",
+    "tests/train/test_flops.py::test_recurrent_lm_scanned_over_time",
+    "tests/train/test_flops.py::test_remat_recomputation_is_counted",
+    "tests/train/test_many_models.py::test_vmapped_step_equals_separate_steps_with_per_model_learning_rates",
+    "tests/train/test_orbax_noise.py::test_other_unraisable_errors_still_reach_the_previous_hook",
+    "tests/train/test_per_example.py::test_per_example_grads_and_norms_match_a_loop_of_grads_on_batches_of_one")
+QUICK_IN_SLOW_FILES = ("tests/experiments/test_bad_inputs.py::test_sweep_parse",
+                       "tests/experiments/test_bad_inputs.py::test_sweep_extra_parse",
+                       "tests/experiments/test_bad_inputs.py::test_sweep_count")  # argument parsing only
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark SLOW slow; one xdist group per test file (tests/inference: one for all of it, as its
+    files share the session's trained runs), for `--dist loadgroup`."""
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        if item.nodeid.startswith(SLOW) and not item.nodeid.startswith(QUICK_IN_SLOW_FILES):
+            item.add_marker(pytest.mark.slow)
+        item.add_marker(pytest.mark.xdist_group("tests/inference" if path.startswith("tests/inference/") else path))
