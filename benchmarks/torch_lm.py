@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from jaxdl.models.recurrent import params_to_torch
+from jaxdl.convert.recurrent import params_to_torch
 
 RNNS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 

@@ -27,6 +27,39 @@ GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 _PARAM = re.compile(r"^(?P<prefix>.*?)(?P<kind>weight|bias)_(?P<io>ih|hh)_l(?P<layer>\d+)(?P<reverse>_reverse)?$")
 
 
+def _layer_names(layers: int, bidirectional: bool) -> list[tuple[str, str]]:
+    """(flax submodule name, torch suffix) for each layer and direction, in PyTorch's order."""
+    return [(f"layer{l}" + ("_reverse" if d else ""), f"l{l}" + ("_reverse" if d else ""))
+            for l in range(layers) for d in range(2 if bidirectional else 1)]
+
+
+def params_from_torch(state_dict: Mapping[str, Any], layers: int, bidirectional: bool = False) -> dict:
+    """A `torch.nn.RNN/LSTM/GRU` state dict (tensors or arrays) -> params of `Recurrent`.
+
+    Torch keeps `weight_ih_l{k}` as (gates * hidden, in); ours is its transpose, so `x @ w`.
+    """
+    arr = lambda v: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v, np.float32)
+    out = {}
+    for ours, theirs in _layer_names(layers, bidirectional):
+        out[ours] = {"w_ih": arr(state_dict[f"weight_ih_{theirs}"]).T, "w_hh": arr(state_dict[f"weight_hh_{theirs}"]).T,
+                     "b_ih": arr(state_dict[f"bias_ih_{theirs}"]), "b_hh": arr(state_dict[f"bias_hh_{theirs}"])}
+    return {"params": out}
+
+
+def params_to_torch(params: Mapping[str, Any], layers: int, bidirectional: bool = False) -> dict[str, np.ndarray]:
+    """Params of `Recurrent` -> a state dict of numpy arrays for `torch.nn.RNN/LSTM/GRU`
+    (`module.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})`)."""
+    p = params.get("params", params)
+    out = {}
+    for ours, theirs in _layer_names(layers, bidirectional):
+        q = {k: np.asarray(v) for k, v in p[ours].items()}
+        out[f"weight_ih_{theirs}"] = np.ascontiguousarray(np.asarray(q["w_ih"]).T)
+        out[f"weight_hh_{theirs}"] = np.ascontiguousarray(np.asarray(q["w_hh"]).T)
+        out[f"bias_ih_{theirs}"] = np.array(q["b_ih"])  # copies: writable, as torch.from_numpy wants
+        out[f"bias_hh_{theirs}"] = np.array(q["b_hh"])
+    return out
+
+
 def recurrent_shapes(cell: str, inputs: int, hidden: int, layers: int, bidirectional: bool,
                      prefix: str = "") -> dict[str, tuple]:
     """The state dict names and shapes of `torch.nn.{RNN,LSTM,GRU}(inputs, hidden, layers, bidirectional=...)`."""
@@ -58,7 +91,7 @@ def _sizes(tensors: Mapping[str, np.ndarray], cell: str, prefix: str, src: str) 
 def module_from_torch(tensors: Mapping[str, Any], cell: str, src: str = "the state dict") -> tuple[Any, dict]:
     """A `torch.nn.{RNN,LSTM,GRU}(batch_first=True)` state dict (tensors or arrays) -> (`Recurrent`
     module, its params): the same outputs and final states for the same inputs."""
-    from jaxdl.models.recurrent import Recurrent, params_from_torch
+    from jaxdl.models.recurrent import Recurrent
 
     if cell not in GATES:
         raise UsageError(f"unknown cell {cell!r}: use one of {', '.join(GATES)}")
@@ -71,8 +104,6 @@ def module_from_torch(tensors: Mapping[str, Any], cell: str, src: str = "the sta
 
 def module_to_torch(module: Any, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """A `Recurrent` module's params -> the state dict of the equivalent torch.nn.{RNN,LSTM,GRU}."""
-    from jaxdl.models.recurrent import params_to_torch
-
     return params_to_torch(params, module.layers, module.bidirectional)
 
 
@@ -119,7 +150,7 @@ def _tokenizer(meta: Mapping[str, Any], vocab: int, src: str) -> tuple[dict, np.
 
 def convert_in(kind: str, src: str, given: Mapping[str, Any]) -> Converted:
     """A character LM's state dict -> the workdir contents of a jaxdl language model (RecurrentLM)."""
-    from jaxdl.models.recurrent import RecurrentLM, params_from_torch
+    from jaxdl.models.recurrent import RecurrentLM
     from jaxdl.tasks.run_info import language_model_info
 
     cell = kind.removesuffix("-lm")
@@ -151,8 +182,6 @@ def convert_in(kind: str, src: str, given: Mapping[str, Any]) -> Converted:
 def export(trained) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """(state dict, FILE.json contents) of a trained RecurrentLM: names `embedding`, `rnn`, `head`, as
     nn.Embedding(vocab, embed), nn.{RNN,LSTM,GRU}(embed, hidden, layers, batch_first=True), nn.Linear."""
-    from jaxdl.models.recurrent import params_to_torch
-
     f = trained.info["model"]["fields"]
     p = trained.params["params"]
     out = {"embedding.weight": np.array(p["embedding"]["embedding"], np.float32),

@@ -16,14 +16,13 @@ Inputs are batch-first `(B, T, D)`; the carry mirrors PyTorch:
 stop each sequence's state at its last real step (padded outputs are zeros), and the reverse
 direction reads each sequence backwards from its own last step, as `pack_padded_sequence` does.
 
-`params_from_torch` / `params_to_torch` convert to and from `torch.nn.RNN/LSTM/GRU` state dicts
-(any mapping of names to arrays; this file never imports torch).
+Conversion to and from `torch.nn.RNN/LSTM/GRU` state dicts is in `jaxdl.convert.recurrent`.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -396,36 +395,3 @@ class SequenceClassifier(nn.Module):
         _, carry = rnn(x, None, lengths_B, train=train)
         h_BH = nn.Dropout(self.dropout, deterministic=not train)(final_hidden(carry, rnn.directions))
         return nn.Dense(self.num_classes)(h_BH)
-
-
-def _layer_names(layers: int, bidirectional: bool) -> list[tuple[str, str]]:
-    """(flax submodule name, torch suffix) for each layer and direction, in PyTorch's order."""
-    return [(f"layer{l}" + ("_reverse" if d else ""), f"l{l}" + ("_reverse" if d else ""))
-            for l in range(layers) for d in range(2 if bidirectional else 1)]
-
-
-def params_from_torch(state_dict: Mapping[str, Any], layers: int, bidirectional: bool = False) -> dict:
-    """A `torch.nn.RNN/LSTM/GRU` state dict (tensors or arrays) -> params of `Recurrent`.
-
-    Torch keeps `weight_ih_l{k}` as (gates * hidden, in); ours is its transpose, so `x @ w`.
-    """
-    arr = lambda v: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v, np.float32)
-    out = {}
-    for ours, theirs in _layer_names(layers, bidirectional):
-        out[ours] = {"w_ih": arr(state_dict[f"weight_ih_{theirs}"]).T, "w_hh": arr(state_dict[f"weight_hh_{theirs}"]).T,
-                     "b_ih": arr(state_dict[f"bias_ih_{theirs}"]), "b_hh": arr(state_dict[f"bias_hh_{theirs}"])}
-    return {"params": out}
-
-
-def params_to_torch(params: Mapping[str, Any], layers: int, bidirectional: bool = False) -> dict[str, np.ndarray]:
-    """Params of `Recurrent` -> a state dict of numpy arrays for `torch.nn.RNN/LSTM/GRU`
-    (`module.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})`)."""
-    p = params.get("params", params)
-    out = {}
-    for ours, theirs in _layer_names(layers, bidirectional):
-        q = jax.device_get(p[ours])
-        out[f"weight_ih_{theirs}"] = np.ascontiguousarray(np.asarray(q["w_ih"]).T)
-        out[f"weight_hh_{theirs}"] = np.ascontiguousarray(np.asarray(q["w_hh"]).T)
-        out[f"bias_ih_{theirs}"] = np.array(q["b_ih"])  # copies: writable, as torch.from_numpy wants
-        out[f"bias_hh_{theirs}"] = np.array(q["b_hh"])
-    return out

@@ -14,7 +14,10 @@ import flax.linen as nn
 import jax
 
 from jaxdl.data.augment import ImagePreprocess
-from jaxdl.models.registry import describe
+from jaxdl.models.registry import build, describe
+from jaxdl.train import description
+
+description.read_models_with(lambda model: describe(build(model)))  # old model.json read with today's defaults
 
 
 def _base(family: str, model: nn.Module, params: Any, dataset: str, params_key: str = "params",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 
@@ -71,13 +71,23 @@ def check(workdir: str, description: dict) -> None:
                          "settings or a new --workdir")
 
 
-def _with_current_fields(saved: dict) -> dict:
-    """`saved` with its model described as this jaxdl describes it: a field the class gained since the
-    run started reads as its default (what the run computed, as defaults never change), not as a change."""
-    from jaxdl.models.registry import build, describe
+# How a saved model entry reads in this jaxdl (a field a class gained since the run started taken as its
+# default, what the run computed, as defaults never change). The engine knows no model classes:
+# jaxdl.tasks.run_info, which writes every description, sets it; unset, entries compare as written.
+_current_model: Callable[[dict], dict] | None = None
 
+
+def read_models_with(current_model: Callable[[dict], dict]) -> None:
+    global _current_model
+    _current_model = current_model
+
+
+def _with_current_fields(saved: dict) -> dict:
+    """`saved` with its model entry as `read_models_with`'s function reads it, where that works."""
+    if _current_model is None:
+        return saved
     try:
-        return {**saved, "model": describe(build(saved["model"]))}
+        return {**saved, "model": _current_model(saved["model"])}
     except (KeyError, TypeError, ValueError, AttributeError):  # compared as written: the difference is named
         return saved
 

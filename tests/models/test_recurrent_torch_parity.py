@@ -10,7 +10,8 @@ torch = pytest.importorskip("torch")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from jaxdl.models.recurrent import Recurrent, params_from_torch, params_to_torch  # noqa: E402
+from jaxdl.convert.recurrent import params_from_torch, params_to_torch  # noqa: E402
+from jaxdl.models.recurrent import Recurrent  # noqa: E402
 
 torch.set_num_threads(2)
 

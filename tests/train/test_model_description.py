@@ -8,6 +8,7 @@ import pytest
 from jaxdl.errors import UsageError
 from jaxdl.models.registry import describe
 from jaxdl.models.transformer import DecoderLM
+from jaxdl.tasks import run_info  # noqa: F401 (sets how saved model entries are read)
 from jaxdl.train import description
 
 
