@@ -157,6 +157,9 @@ def _parser(config_cls: type, description: str) -> _OneLineParser:
         parser.add_argument(*flags, dest=f.name, type=typed, default=f.default, **switch,
                             metavar=type(f.default).__name__.upper() if f.default is not None else "VALUE",
                             help=f"{f.metadata.get('help', '')} (default: {f.default})")
+        if hints[f.name] is bool:  # --no-flag: the same as --flag false
+            parser.add_argument(f"--no-{f.name.replace('_', '-')}", dest=f.name, action="store_const", const=False,
+                                help=argparse.SUPPRESS)
     return parser
 
 

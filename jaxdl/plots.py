@@ -2,7 +2,8 @@
 
 Matplotlib with the Agg backend (no screen needed), imported on the first picture (it takes a
 large part of a second, which `jaxdl` commands that draw nothing need not pay); of jaxdl it imports
-only `runtime.is_primary`: in a multi-process run, process 0 alone draws.
+only `runtime.is_primary`: in a multi-process run, process 0 alone draws. Each saved picture's path
+goes to the callables in `SAVED` (the run's TensorBoard log, jaxdl/train/tensorboard.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import os
 import numpy as np
 
 from jaxdl.runtime import is_primary
+
+SAVED: list = []  # callables given each picture's path once it is saved (the TensorBoard log adds it)
 
 
 @functools.cache
@@ -150,3 +153,5 @@ def _save(fig, out_png: str) -> None:
     fig.savefig(tmp, dpi=110)
     _pyplot().close(fig)
     os.replace(tmp, out_png)
+    for listener in SAVED:
+        listener(out_png)

@@ -36,6 +36,10 @@ class TrainConfig:
     checkpoint_every: int = field(0, "also checkpoint every N steps (0 = only at epoch ends)", resume="free")
     keep_checkpoints: int = field(3, "keep the last K checkpoints (plus the best)", resume="free")
     log_every: int = field(10, "refresh the progress bar's loss/accuracy every N steps", resume="free")
+    tensorboard: bool = field(True, "write TensorBoard logs to WORKDIR/tensorboard (--no-tensorboard: none)",
+                              resume="free")
+    profile_steps: int = field(0, "trace N steady-state steps with jax.profiler into WORKDIR/tensorboard "
+                                  "(TensorBoard's profile tab, or Perfetto); 0 = off", resume="free")
     mesh: str = field("", "device mesh data=N,fsdp=M (params sharded on fsdp); default: all devices on data",
                       resume="free")
     coordinator: str = field("", "multi-process: HOST:PORT of process 0 (auto-detected on TPU pods, SLURM, MPI)",
@@ -54,12 +58,13 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "weight_decay", "warmup_steps", "clip_norm", "checkpoint_every", "momentum",
-                     "max_bad_steps", "dp_clip", "dp_noise"):
+                     "max_bad_steps", "dp_clip", "dp_noise", "profile_steps"):
             if not getattr(self, name) >= 0:  # also refuses NaN
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         # Counts that reach compiled code as int32 constants, and a batch that must fit in memory.
         for name, most, what in (("warmup_steps", 2 ** 31 - 1, "steps"), ("max_bad_steps", 2 ** 31 - 1, "steps"),
-                                 ("batch_size", 2 ** 20, "examples per step")):
+                                 ("batch_size", 2 ** 20, "examples per step"),
+                                 ("profile_steps", 10_000, "steps traced; a trace grows with each")):
             if getattr(self, name) > most:
                 raise UsageError(f"--{name.replace('_', '-')} must be at most {most:,} ({what}), got "
                                  f"{getattr(self, name):,}: lower it")

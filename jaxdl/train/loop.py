@@ -33,12 +33,14 @@ from tqdm.auto import tqdm
 from jaxdl import plots
 from jaxdl.errors import Diverged, UsageError
 from jaxdl.runtime import is_primary, matmul_peak_gflops
-from jaxdl.train import description, flops, parallel, run_config
+from jaxdl.train import description, flops, parallel, run_config, tensorboard
 from jaxdl.train.checkpoint import Checkpoints
 from jaxdl.train.config import TrainConfig
 from jaxdl.train.metrics import MetricsLog, format_metrics
+from jaxdl.train.optim import make_schedule
 from jaxdl.train.per_example import private_grad_fn
 from jaxdl.train.preemption import StopRequests
+from jaxdl.train.profile import StepProfiler
 from jaxdl.train.state import TrainState, step_of
 from jaxdl.train.step import TrainStep
 
@@ -186,7 +188,11 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
         description.write(config.workdir, describe)
     log = MetricsLog(config.workdir)
     log.drop_after(step)  # lines a killed run wrote after its last checkpoint: they are about to be redone
+    board = tensorboard.open_run(config.workdir, step, config.tensorboard)  # drops those events too
+    profiler = StepProfiler(config.workdir, config.profile_steps)
     total = total_steps if by_steps else config.epochs * steps_per_epoch
+    # the learning rate at each step, as make_optimizer schedules it (many models may each have their own)
+    learning_rate = None if many else make_schedule(config.lr, config.lr_schedule_flag()[1], config.warmup_steps, total)
     rounds = -(-total // steps_per_epoch)
     name = "Round" if by_steps else "Epoch"
     if step:
@@ -208,9 +214,14 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
               flush=True)
         raise SystemExit(0)
 
-    def end_round(epoch: int, step_metrics: list[dict[str, Any]]) -> dict[str, Any]:
-        """The round's train line, evaluation, test line, ranked checkpoint and curves."""
+    def end_round(epoch: int, step_metrics: list[dict[str, Any]], round_speed: float | None) -> dict[str, Any]:
+        """The round's train line, evaluation, test line, ranked checkpoint, curves and TensorBoard events."""
         train_metrics = _mean_metrics(step_metrics)
+        for i, m in enumerate(step_metrics):  # the round's every step (those before a resume included)
+            at = epoch * steps_per_epoch + i + 1
+            board.scalars(at, "train", {**m, **({} if learning_rate is None else {"learning_rate": learning_rate(at - 1)})})
+        if round_speed:
+            board.scalars(step, "train", {"examples_per_sec": round_speed})
         skipped = int(np.max(jax.device_get(state.skipped)))
         if skipped:
             train_metrics["skipped_steps"] = skipped
@@ -224,6 +235,11 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
             raise ValueError(f"evaluate returned {sorted(scalars)}, not {best_metric!r}: pass fit(best_metric=...)")
         print(f"{tag} {format_metrics(scalars, 'test ')}", flush=True)
         log.write(**where, split="test", **scalars)
+        board.scalars(step, "test", scalars)
+        for name, value in (eval_metrics.get("outputs") or {}).items():
+            if isinstance(value, str):
+                board.text(step, name, value)
+        board.flush()  # before the checkpoint: what it covers is on disk
         ckpt.save(state, {}, {f"test/{k}": float(np.mean(v)) for k, v in scalars.items()})
         plots.curves(log.path, os.path.join(config.workdir, "curves.png"))
         return eval_metrics
@@ -237,6 +253,7 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
                        unit="step", dynamic_ncols=True, disable=not is_primary())
             done = list(loop.get("metrics", [])) if loop.get("round") == epoch else []  # from before a resume
             ms: list[dict[str, jax.Array]] = []
+            round_examples = 0
             for batch in batches:
                 batch = to_global(batch)
                 if first_call_s is None:  # the first call compiles: timed apart from the steady state
@@ -252,8 +269,11 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
                 else:
                     if not ms:
                         te = time.perf_counter()
-                    state, m = train_step(state, batch)
+                    with profiler.annotate(step + 1):
+                        state, m = train_step(state, batch)
+                    profiler.after_step(state)
                     examples += _examples(batch, many)
+                    round_examples += _examples(batch, many)
                     timed_steps += 1
                 ms.append(m)
                 step += 1
@@ -271,10 +291,12 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
                         bar.close()
                         stop_now(signal_name)
             jax.block_until_ready(state)
-            train_s += time.perf_counter() - te if ms else 0.0
+            profiler.stop(state)  # a round that ends before N steps are traced ends the trace
+            round_s = time.perf_counter() - te if ms else 0.0
+            train_s += round_s
             bar.close()
             check_finite(bar)
-            eval_metrics = end_round(epoch, done + _host_metrics(ms))
+            eval_metrics = end_round(epoch, done + _host_metrics(ms), round_examples / round_s if round_examples else None)
             if stop.signal_name and epoch + 1 < rounds:
                 stop_now(stop.signal_name)
     if not eval_metrics:  # nothing left to train: evaluate what was restored
@@ -283,6 +305,7 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
               f"Already trained {step} steps, more than the {total} that {flag} asks for: evaluating step {step}.")
         eval_metrics = evaluate(parallel.to_local(eval_params(state)))
     ckpt.close()
+    board.flush()
     step_s = train_s / timed_steps if timed_steps else 0.0
     if first_call_s is not None:
         compile_s = max(first_call_s - step_s, 0.0)  # the first call less one steady-state step

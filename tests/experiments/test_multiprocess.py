@@ -50,6 +50,8 @@ def test_two_processes_of_four_devices_train_like_one_process(tmp_path):
     assert "cpu (" in out0 and "8 devices" in out0, out0[-2000:]  # one run over both processes' devices
     assert "[Epoch 1]" in out0 and "[Epoch 1]" not in out1  # process 0 alone reports
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    events = os.listdir(tmp_path / "two" / "tensorboard")
+    assert len([e for e in events if e.startswith("events.out.tfevents")]) == 1, events  # process 0 alone writes
     one = cnn.main([*ARGS, "--workdir", str(tmp_path / "one")])
     assert codes == [0, 0] and summary["steps"] == one["steps"]
     two_params, one_params = latest_params(tmp_path / "two"), latest_params(tmp_path / "one")

@@ -22,6 +22,8 @@ def test_every_field_is_a_typed_flag():
     assert (cfg.epochs, cfg.lr, cfg.image_size, cfg.flag) == (3, 0.01, 16, True)
     assert isinstance(cfg.lr, float) and cfg.name == "x"
     assert cli.parse(Demo, ["--flag"]).flag is True and cli.parse(Demo, ["--flag=no"]).flag is False
+    assert cli.parse(Demo, ["--flag", "--no-flag"]).flag is False  # the last one wins, as for any flag
+    assert cli.parse(Demo, []).tensorboard is True and cli.parse(Demo, ["--no-tensorboard"]).tensorboard is False
 
 
 @pytest.mark.parametrize("argv,match", [
