@@ -35,6 +35,7 @@ from jaxdl.models.cnn import MyNet  # noqa: E402
 from jaxdl.tasks.classification import ImageClassifier, report  # noqa: E402
 from jaxdl.tasks.run_info import classifier_info  # noqa: E402
 from jaxdl.train import TrainConfig, TrainState, fit, make_optimizer, make_train_step  # noqa: E402
+from jaxdl.train.config import run_name  # noqa: E402
 from jaxdl.train.flops import speed_note  # noqa: E402
 from jaxdl.train.metrics import device_description, write_summary  # noqa: E402
 from jaxdl.train.state import num_params  # noqa: E402
@@ -52,7 +53,9 @@ class Config(TrainConfig):
     rotation: float = field(10.0, "random rotation range in degrees (+-)")
     brightness: float = field(0.2, "brightness jitter")
     contrast: float = field(0.2, "contrast jitter")
-    workdir: str = field("runs/cnn", "where checkpoints, metrics and pictures go; rerun to resume", resume="free")
+
+    def default_workdir(self) -> str:
+        return run_name("cnn", self.changed("dataset"))
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -48,6 +48,7 @@ from jaxdl.train import TrainConfig, TrainState, fit, make_optimizer, make_train
 from jaxdl.train import description, run_config  # noqa: E402
 from jaxdl.train.checkpoint import load_trained  # noqa: E402
 from jaxdl.train.config import SCHEDULES as LR_SCHEDULES  # noqa: E402
+from jaxdl.train.config import run_name  # noqa: E402
 from jaxdl.train.flops import speed_note  # noqa: E402
 from jaxdl.train.metrics import device_description, write_summary  # noqa: E402
 from jaxdl.train.state import num_params, step_of  # noqa: E402
@@ -89,12 +90,13 @@ class Config(TrainConfig):
     num_samples: int = field(50, "images per prompt (and per class for the judged samples)", resume="free")
     sample_only: bool = field(False, "skip training: draw from the workdir's checkpoint", resume="free")
     judge_epochs: int = field(30, "epochs for the MyNet judge trained on the real images", resume="free")
-    workdir: str = field("runs/diffusion", "where checkpoints, metrics and pictures go; rerun to resume",
-                         resume="free")
     epochs: int = fixed(1)  # counted in --steps
 
     def lr_schedule_flag(self) -> tuple[str, str]:
         return "--lr-schedule", self.lr_schedule
+
+    def default_workdir(self) -> str:
+        return run_name("diffusion", self.changed("dataset"))
 
     def __post_init__(self) -> None:
         super().__post_init__()

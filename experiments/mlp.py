@@ -37,6 +37,7 @@ from jaxdl.models.mlp import ACTIVATIONS, MLP  # noqa: E402
 from jaxdl.tasks.run_info import classifier_info, vector_info  # noqa: E402
 from jaxdl.tasks.vector import LOSS_FOR_TASK, VectorTask  # noqa: E402
 from jaxdl.train import TrainConfig, TrainState, fit, make_optimizer, make_train_step  # noqa: E402
+from jaxdl.train.config import run_name  # noqa: E402
 from jaxdl.train.flops import speed_note  # noqa: E402
 from jaxdl.train.metrics import device_description, write_summary  # noqa: E402
 from jaxdl.train.state import num_params, stack_states, unstack_state  # noqa: E402
@@ -57,7 +58,11 @@ class Config(TrainConfig):
     epochs: int = field(20, "evaluations (each after --steps-per-epoch steps)", resume="length")
     lr: float = field(1e-2, "peak learning rate")
     weight_decay: float = field(0.0, "L2 for adam/sgd/rmsprop, decoupled decay for adamw")
-    workdir: str = field("runs/mlp", "where checkpoints, metrics and pictures go; rerun to resume", resume="free")
+
+    def default_workdir(self) -> str:
+        how = "activations" if self.compare_activations else self.changed("activation")
+        return run_name("mlp", self.task, how, self.changed("backprop"),
+                        f"ensemble{self.ensemble}" if self.ensemble > 1 else "", "lrs" if self.lrs else "")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -26,6 +26,7 @@ from jaxdl.cli import field  # noqa: E402
 from jaxdl.errors import UsageError  # noqa: E402
 from jaxdl.models.recurrent import CELLS, RecurrentLM  # noqa: E402
 from jaxdl.tasks.text_lm import TextLMConfig, train_text_lm  # noqa: E402
+from jaxdl.train.config import run_name  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -36,7 +37,9 @@ class Config(TextLMConfig):
     embed: int = field(64, "token embedding width")
     dropout: float = field(0.3, "dropout on embeddings, between layers and before the output layer")
     unroll: int = field(1, "time steps per scan iteration (larger can be faster, compiles slower)", resume="free")
-    workdir: str = field("runs/rnn", "where checkpoints, metrics and pictures go; rerun to resume", resume="free")
+
+    def default_workdir(self) -> str:
+        return run_name("rnn", self.cell, self.changed("dataset"))
 
     def __post_init__(self) -> None:
         super().__post_init__()

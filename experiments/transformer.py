@@ -48,6 +48,7 @@ from jaxdl.tasks.run_info import seq2seq_info  # noqa: E402
 from jaxdl.tasks.seq2seq import Seq2Seq  # noqa: E402
 from jaxdl.train.warm_start import warm_start  # noqa: E402
 from jaxdl.tasks.text_lm import TextLMConfig, train_text_lm  # noqa: E402
+from jaxdl.train.config import run_name  # noqa: E402
 
 ARCHS = ("lm", "seq2seq")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -80,8 +81,11 @@ class Config(TextLMConfig):
     max_len: int = field(12, "seq2seq: longest training (and held-out test) string")
     longer_by: int = field(4, "seq2seq: also test on strings up to this much longer than --max-len")
     test_examples: int = field(1000, "seq2seq: held-out examples (never trained on) per test set")
-    workdir: str = field("runs/transformer", "where checkpoints, metrics and pictures go; rerun to resume",
-                         resume="free")
+
+    def default_workdir(self) -> str:
+        if self.arch == "seq2seq":
+            return run_name("transformer", "seq2seq", self.changed("task"))
+        return run_name("transformer", self.arch, self.changed("dataset"))
 
     def __post_init__(self) -> None:
         if self.batch_size == 0:

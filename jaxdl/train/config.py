@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 from jaxdl.cli import check_path, field
 from jaxdl.errors import UsageError
@@ -16,6 +17,13 @@ from jaxdl.train import distributed
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine")
+
+
+def run_name(script: str, *choices: str) -> str:
+    """`runs/SCRIPT-CHOICE-...` from the choices that are not empty; a dataset spec gives its last
+    name (`text:books/war.txt` -> `war.txt`, `tfds:mnist` -> `mnist`)."""
+    names = [re.sub(r"[^\w.-]+", "_", os.path.basename(c.split(":", 1)[-1].rstrip("/\\"))) for c in choices if c]
+    return "runs/" + "-".join([script, *[n for n in names if n.strip("._")]])
 
 
 @dataclasses.dataclass
@@ -30,7 +38,8 @@ class TrainConfig:
     warmup_steps: int = field(0, "linear warmup from 0 over this many steps")
     clip_norm: float = field(0.0, "clip gradients to this global norm; 0 = off")
     seed: int = field(0, "seeds init, data order, augmentation and dropout")
-    workdir: str = field("runs/default", "where checkpoints, metrics and pictures go; rerun to resume", resume="free")
+    workdir: str = field("", "where checkpoints, metrics, logs and pictures go; rerun to resume (default: runs/ and "
+                             "the script's main choices, e.g. runs/rnn-gru)", resume="free")
     checkpoint_dir: str = field("", "checkpoints here instead of WORKDIR/checkpoints (e.g. gs://BUCKET/run on TPU)",
                                 resume="free")
     checkpoint_every: int = field(0, "also checkpoint every N steps (0 = only at epoch ends)", resume="free")
@@ -81,7 +90,7 @@ class TrainConfig:
         if self.dp_noise and not self.dp_clip:
             raise UsageError("--dp-noise needs --dp-clip (the noise is in units of the clip norm)")
         if not self.workdir:
-            raise UsageError("--workdir is empty: give the directory the run writes to")
+            self.workdir = self.default_workdir()
         for name in ("workdir", "checkpoint_dir", "init_from"):
             check_path(f"--{name.replace('_', '-')}", getattr(self, name))
         for name in ("workdir", "checkpoint_dir"):
@@ -99,6 +108,16 @@ class TrainConfig:
             from jaxdl.train import parallel
 
             parallel.parse_mesh(self.mesh, jax.device_count(), jax.process_count())
+
+    def default_workdir(self) -> str:
+        """The workdir when --workdir is not given: each script names it by its main choices, so
+        commands that differ in them (--cell gru, --task sine) do not resume each other's runs."""
+        return "runs/default"
+
+    def changed(self, name: str) -> str:
+        """The field's value as text where it differs from the default, else "" (for workdir names)."""
+        value = getattr(self, name)
+        return "" if value == getattr(type(self), name) else str(value)
 
     def checkpoint_path(self) -> str:
         return self.checkpoint_dir or os.path.join(self.workdir, "checkpoints")

@@ -2,7 +2,7 @@
 
 The trace starts after the run's first two steps (the compile and one warm step) and goes to
 `WORKDIR/tensorboard/plugins/profile/<time>/`, where TensorBoard's profile tab
-(`pip install tensorboard tensorboard-plugin-profile`) finds it; the `.trace.json.gz` beside it opens
+(`pip install -e ".[tensorboard]"`: tensorboard and xprof) finds it; the `.trace.json.gz` beside it opens
 in Perfetto (ui.perfetto.dev). The traced steps stay in the run's throughput: tracing slows them a
 little, so profile apart from runs whose speed is the point.
 """
