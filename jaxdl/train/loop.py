@@ -188,9 +188,10 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
         description.write(config.workdir, describe)
     log = MetricsLog(config.workdir)
     log.drop_after(step)  # lines a killed run wrote after its last checkpoint: they are about to be redone
-    board = tensorboard.open_run(config.workdir, step, config.tensorboard)  # drops those events too
-    profiler = StepProfiler(config.workdir, config.profile_steps)
     total = total_steps if by_steps else config.epochs * steps_per_epoch
+    # a round's steps reach TensorBoard when it ends: the resumed round's are logged again, the later ones dropped
+    board = tensorboard.open_run(config.workdir, step, step - step % steps_per_epoch, config.tensorboard)
+    profiler = StepProfiler(config.workdir, config.profile_steps)
     # the learning rate at each step, as make_optimizer schedules it (many models may each have their own)
     learning_rate = None if many else make_schedule(config.lr, config.lr_schedule_flag()[1], config.warmup_steps, total)
     rounds = -(-total // steps_per_epoch)

@@ -10,9 +10,10 @@ What a run logs there, at the training step it belongs to:
   pictures            every picture the run saves under its workdir (curves, confusion matrix, samples),
                       as an image named after the file, at the latest step logged
 
-Resuming: the writer opens with `purge_step = restored step + 1`, which tells TensorBoard to drop the
-events a killed run wrote past its last checkpoint (what `MetricsLog.drop_after` does for
-metrics.jsonl), so the redone steps appear once.
+Resuming: the writer opens with a purge step, which tells TensorBoard to drop the earlier events
+from that step on: those a killed run wrote past its last checkpoint (what `MetricsLog.drop_after`
+does for metrics.jsonl) and, as a round's steps are logged when the round ends, the steps of the
+round the run resumes in, which it logs again. Every step appears once.
 
 Pictures reach the writer through `plots.SAVED`: a picture saved under an open run's workdir goes to
 that run's writer (the deepest such workdir when runs nest, as the diffusion run's judge does). A writer
@@ -45,7 +46,7 @@ class RunLog:
     each round and each picture: what a checkpoint covers is on disk before it is saved.
     """
 
-    def __init__(self, workdir: str, resume_step: int, enabled: bool = True):
+    def __init__(self, workdir: str, resume_step: int, kept_through: int, enabled: bool = True):
         self.workdir = os.path.abspath(workdir)
         self.step = resume_step
         self.writer = None
@@ -57,8 +58,8 @@ class RunLog:
             os.makedirs(logdir, exist_ok=True)
             # the name has the time in whole seconds: a suffix keeps a quick rerun from reusing (emptying) a file
             self.writer = EventsWriter(os.path.join(logdir, "events"), f".{time.time_ns()}")
-            if resumed:  # TensorBoard drops the earlier events at steps >= this one: those past the checkpoint
-                self._write(Event(step=resume_step + 1, session_log=SessionLog(status=SessionLog.START)))
+            if resumed:  # TensorBoard drops the earlier events at steps >= this one
+                self._write(Event(step=kept_through + 1, session_log=SessionLog(status=SessionLog.START)))
 
     def _write(self, event) -> None:
         event.wall_time = time.time()
@@ -108,9 +109,10 @@ class RunLog:
             self.writer = None
 
 
-def open_run(workdir: str, resume_step: int, enabled: bool = True) -> RunLog:
-    """The writer of the run in `workdir`, resumed at `resume_step` (closing one opened there before)."""
-    log = RunLog(workdir, resume_step, enabled)
+def open_run(workdir: str, resume_step: int, kept_through: int, enabled: bool = True) -> RunLog:
+    """The writer of the run in `workdir`, resumed at `resume_step`, whose earlier events past
+    `kept_through` are to be dropped (closing a writer opened there before)."""
+    log = RunLog(workdir, resume_step, kept_through, enabled)
     old = _open.pop(log.workdir, None)
     if old is not None:
         old.close()

@@ -27,6 +27,8 @@ import pytest
 
 from tests.experiments.workdir import latest_params
 
+EventAccumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator").EventAccumulator
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TIMEOUT_S = 300
 # The quickest real run with dropout and augmentation (the step's keys matter): 11 steps an epoch,
@@ -128,6 +130,13 @@ def at_random_step(cmd, workdir, env, rng, sig, steps):
     return interrupt(cmd, workdir, env, sig, ready, f"{signal.Signals(sig).name}-at-{target}", delay)
 
 
+def board_scalars(workdir, tag):
+    """(step, value) of a TensorBoard scalar as TensorBoard shows it (earlier events past a purge dropped)."""
+    ea = EventAccumulator(os.path.join(str(workdir), "tensorboard"), size_guidance={"scalars": 0})
+    ea.Reload()
+    return [(e.step, e.value) for e in ea.Scalars(tag)]
+
+
 def assert_same_run(workdir, baseline, why):
     """Bit-identical newest params, identical metrics.jsonl, identical final test figures."""
     assert saved_steps(workdir)[-1] == saved_steps(baseline)[-1] == TOTAL, why
@@ -137,6 +146,8 @@ def assert_same_run(workdir, baseline, why):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=f"{jax.tree_util.keystr(path)}: {why}")
     lines = lambda w: open(os.path.join(str(w), "metrics.jsonl")).read().splitlines()
     assert lines(workdir) == lines(baseline), why
+    for tag in ("train/loss", "train/accuracy", "train/learning_rate", "test/loss", "test/accuracy"):
+        assert board_scalars(workdir, tag) == board_scalars(baseline, tag), f"TensorBoard {tag}: {why}"
     summary = lambda w: json.load(open(os.path.join(str(w), "summary.json")))
     for key in ("test_accuracy", "test_loss", "steps", "epochs"):
         assert summary(workdir)[key] == summary(baseline)[key], f"{key}: {why}"

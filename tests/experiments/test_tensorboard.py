@@ -64,6 +64,19 @@ def test_a_resume_after_a_kill_logs_each_step_once(cnn_run, tmp_path):
     assert [e.step for e in resumed.Images("curves")] == [11, 22]
 
 
+def test_a_resume_in_the_middle_of_a_round_logs_each_step_once(cnn_run, tmp_path):
+    """The killed run logged round 2 (steps 12-22) but saved only up to step 16: the resumed run logs
+    round 2 again from its start (its steps 12-16 come from the checkpoint) and TensorBoard shows each once."""
+    every = [*CNN, "--checkpoint-every", "4", "--keep-checkpoints", "10", "--workdir", str(tmp_path)]
+    cnn.main(every)
+    for step in ("20", "22"):
+        shutil.rmtree(tmp_path / "checkpoints" / step)
+    cnn.main(every)
+    first, resumed = board(cnn_run), board(tmp_path)
+    for tag in ("train/loss", "train/accuracy", "train/learning_rate", "test/accuracy"):
+        assert scalars(resumed, tag) == scalars(first, tag)
+
+
 def test_no_tensorboard_writes_none(tmp_path):
     cnn.main([*CNN, "--epochs", "1", "--no-tensorboard", "--workdir", str(tmp_path)])
     assert not os.path.exists(tmp_path / "tensorboard") and os.path.exists(tmp_path / "summary.json")
