@@ -237,8 +237,9 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
         print(f"{tag} {format_metrics(scalars, 'test ')}", flush=True)
         log.write(**where, split="test", **scalars)
         board.scalars(step, "test", scalars)
-        for name, value in (eval_metrics.get("outputs") or {}).items():
-            if isinstance(value, str):
+        outputs = eval_metrics.get("outputs")
+        for name, value in (outputs.items() if isinstance(outputs, dict) else ()):
+            if isinstance(value, str):  # a sample of generated text
                 board.text(step, name, value)
         board.flush()  # before the checkpoint: what it covers is on disk
         ckpt.save(state, {}, {f"test/{k}": float(np.mean(v)) for k, v in scalars.items()})
