@@ -33,7 +33,8 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 # extra processes, and single tests that take over ~3 s on 2 cores (mostly compiling); prefixes of
 # test ids. The full suite runs everything.
 SLOW = ("tests/experiments/", "tests/inference/", "tests/benchmarks/", "tests/train/test_multidevice.py",
-        "tests/train/test_launch_detection.py", "tests/convert/test_readme_convert.py",
+        "tests/train/test_launch_detection.py", "tests/docs/test_docs_use.py", "tests/docs/test_docs_families.py",
+        "tests/docs/test_docs_tools.py",
         "tests/convert/test_gpt2_convert.py", "tests/convert/test_mynet_convert.py",
         "tests/tasks/test_text_to_image.py",
     "tests/models/test_cnn.py::test_dropout_only_in_training",

@@ -1,7 +1,7 @@
 """The benchmark scripts as a user runs them: `python benchmarks/NAME.py --quick` in a subprocess from
 the repository root must exit 0 without a traceback and print its table, with finite, positive
 figures that agree with each other; bad flags and a missing PyTorch end in one `error:` line and exit
-status 2; every `python benchmarks/...` command shown in README.md names a script and flags it takes.
+status 2; every `python benchmarks/...` command shown in README.md and docs/ names a script and flags it takes.
 
 inference_speed.py and diffusion_sampling.py need trained runs: their --quick runs are in
 tests/inference/, on the tiny runs those tests share. The subprocesses share one XLA compilation
@@ -194,12 +194,14 @@ def test_without_torch_one_line_exit_2(script, env):
 
 
 def readme_commands() -> list[list[str]]:
-    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    """Every `python benchmarks/...` of README.md and docs/*.md (tests/docs runs them with --quick)."""
+    pages = [os.path.join(ROOT, "README.md"), *sorted(pathlib.Path(ROOT, "docs").glob("*.md"))]
+    text = "\n".join(open(page, encoding="utf-8").read() for page in pages)
     return [shlex.split(m) for m in re.findall(r"python (benchmarks/[^`\n#]*)", text)]
 
 
 def test_readme_benchmark_commands_parse():
-    """Each `python benchmarks/...` in README.md: a runnable script here, its flags accepted as written."""
+    """Each `python benchmarks/...` in the README and docs/: a runnable script here, its flags accepted as written."""
     commands = readme_commands()
     assert len(commands) >= 5
     for words in commands:

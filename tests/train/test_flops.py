@@ -66,7 +66,7 @@ def test_mynet_forward_is_a_third_of_the_readme_training_figure():
     net = MyNet()
     x = net.example_input(2)
     _, forward = _forward(net, x)
-    S = 48  # README: "578 MFLOP per image per step" = 3 x the forward of the convs and dense layers
+    S = 48  # docs/speed.md: "578 MFLOP per image per step" = 3 x the forward of the convs and dense layers
     by_hand = 2 * (S * S * 27 * 32 + S * S * 288 * 64 + (S // 2) ** 2 * 576 * 128 + (S // 4) ** 2 * 128 * 512
                    + 512 * 10)
     assert forward / 2 == by_hand == pytest.approx(578e6 / 3, rel=1e-3)
