@@ -1,6 +1,6 @@
 """Using trained runs: jaxdl.load, predict, generate, and the jaxdl command's start-up, timed.
 
-    python benchmarks/inference_speed.py [--cnn runs/cnn] [--lstm runs/rnn] [--gpt runs/transformer]
+    python benchmarks/inference_speed.py [--cnn runs/cnn] [--lstm runs/rnn-lstm] [--gpt runs/transformer-lm]
                                          [--images 1000] [--new-tokens 200] [--repeats 3] [--quick] [--json PATH]
 
 A run not given is made first in a temporary folder with the experiment's default model (MyNet at

@@ -75,7 +75,7 @@ def parse_args(argv):
     add_run_args(p, batch_size=12, steps=500)
     p.add_argument("--no-scan", dest="scan", action="store_false",
                    help="jaxdl: unroll the layers (DecoderLM(scan=False)) instead of one nn.scan "
-                        "(see the README for the two measured side by side)")
+                        "(docs/speed.md has the two measured side by side)")
     add_common_tail(p)
     return finish_args(p, argv, ("layers", "heads", "d_model", "context", "batch_size", "rounds", "threads"),
                        check_heads, quick=QUICK)

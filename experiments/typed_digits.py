@@ -3,9 +3,10 @@ rotated, scaled and shifted at random and framed like scikit-learn's digits (the
 square). Train and test use different fonts, so the test measures reading a typeface never seen.
 
     python experiments/typed_digits.py --out data/typed_digits
-    python experiments/cnn.py --dataset folder:data/typed_digits --init-from runs/cnn --workdir runs/cnn-typed
+    python experiments/cnn.py --dataset folder:data/typed_digits --init-from runs/cnn     # runs/cnn-typed_digits
 
-The example of fine-tuning in the README: MyNet trained on handwritten digits, then on these.
+The example of fine-tuning in docs/using-trained-models.md: MyNet trained on handwritten digits,
+then on these.
 """
 
 from __future__ import annotations
