@@ -218,9 +218,11 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
     def end_round(epoch: int, step_metrics: list[dict[str, Any]], round_speed: float | None) -> dict[str, Any]:
         """The round's train line, evaluation, test line, ranked checkpoint, curves and TensorBoard events."""
         train_metrics = _mean_metrics(step_metrics)
-        for i, m in enumerate(step_metrics):  # the round's every step (those before a resume included)
-            at = epoch * steps_per_epoch + i + 1
-            board.scalars(at, "train", {**m, **({} if learning_rate is None else {"learning_rate": learning_rate(at - 1)})})
+        first = epoch * steps_per_epoch  # the round's every step (those before a resume included), 1-based
+        counts = np.arange(first, first + len(step_metrics))  # optax's step count before each step
+        lrs = None if learning_rate is None else np.broadcast_to(learning_rate(counts), counts.shape)  # constant: a scalar
+        for i, m in enumerate(step_metrics):
+            board.scalars(first + i + 1, "train", m if lrs is None else {**m, "learning_rate": lrs[i]})
         if round_speed:
             board.scalars(step, "train", {"examples_per_sec": round_speed})
         skipped = int(np.max(jax.device_get(state.skipped)))
