@@ -106,8 +106,8 @@ class LMComparison:
         self.vocab_size = V = data.tokenizer.vocab_size
         print(f"{data.name}: {len(data.train):,} train / {len(data.valid):,} validation tokens, vocabulary {V} (char)")
         # the very same training batches for both: numpy arrays, made once, before anything is timed
-        stream = window_batches(data.train, self.B, self.T, args.seed, args.steps, 0)
-        self.batches_np = [next(stream)["tokens"] for _ in range(args.steps)]
+        stream = window_batches(data.train, self.B, self.T, args.seed)
+        self.batches_np = [stream[s]["tokens"] for s in range(args.steps)]
         self.batches_jax = [{"tokens": jax.device_put(b)} for b in self.batches_np]
         self.batches_torch = [as_tokens(b) for b in self.batches_np]
 

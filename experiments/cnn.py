@@ -11,7 +11,6 @@ confusion_matrix.png. Running the same command again resumes.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import sys
 import time
@@ -27,7 +26,7 @@ import jax  # noqa: E402
 from jaxdl import cli  # noqa: E402
 from jaxdl.cli import field  # noqa: E402
 from jaxdl.data.augment import ImagePreprocess  # noqa: E402
-from jaxdl.data.batches import eval_batches, steps_per_epoch, train_batches  # noqa: E402
+from jaxdl.data.batches import epoch_batches, eval_batches, steps_per_epoch  # noqa: E402
 from jaxdl.data.images import check_spec, load_images  # noqa: E402
 from jaxdl.errors import UsageError  # noqa: E402
 from jaxdl.train.warm_start import warm_start  # noqa: E402
@@ -110,7 +109,7 @@ def main(argv=None) -> dict:
                         init=lambda m: ImageClassifier(m, preprocess).init(jax.random.key(cfg.seed), example))
     state = TrainState.create(params, optimizer, cfg.seed)
     result = fit(state, make_train_step(task.loss, optimizer),
-                 functools.partial(train_batches, train, cfg.batch_size, cfg.seed), spe,
+                 epoch_batches(train, cfg.batch_size, cfg.seed), spe,
                  lambda p: task.evaluate(p, eval_batches(test, cfg.batch_size)), cfg,
                  best_metric="accuracy", best_mode="max", resolved={"dataset": data.name}, describe=info)
 

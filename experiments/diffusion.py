@@ -128,7 +128,7 @@ class Config(TrainConfig):
         if self.channels % self.heads or self.text_width % self.heads:
             raise UsageError(f"--heads {self.heads} must divide --channels {self.channels} and --text-width "
                              f"{self.text_width}")
-        # Sizes past these cannot be allocated (or, for --eval-every, a round's batches are drawn up front).
+        # Sizes past these cannot be allocated (--eval-every: an evaluation at least that often).
         for name, most in (("timesteps", 100_000), ("eval_every", 100_000), ("levels", 16), ("blocks", 1024),
                            ("text_layers", 1024), ("text_width", 2 ** 14), ("max_prompt_bytes", 4096),
                            ("num_samples", 10_000)):
@@ -239,7 +239,7 @@ def train(cfg: Config, run: Setup) -> tuple[TrainState, dict]:
     train_set = {"image": run.data.train.images, "label": run.data.train.labels}
     test_set = {"image": run.data.test.images, "label": run.data.test.labels}
     result = fit(run.state, make_train_step(run.task.loss, run.optimizer, ema_decay=cfg.ema_decay),
-                 lambda r, skip: cycled_batches(train_set, cfg.batch_size, cfg.seed, r, cfg.eval_every, skip),
+                 cycled_batches(train_set, cfg.batch_size, cfg.seed),
                  cfg.eval_every, lambda p: run.task.evaluate(p, eval_batches(test_set, 256), cfg.seed), cfg,
                  resolved=resolved(run), total_steps=cfg.steps,
                  eval_params=lambda s: s.extras["ema"], describe=run.info)

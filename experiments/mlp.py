@@ -78,7 +78,7 @@ class Config(TrainConfig):
             raise UsageError(f"--ensemble must be at most 1,024 (models trained at once), got {self.ensemble:,}")
         if self.steps_per_epoch < 1:
             raise UsageError(f"--steps-per-epoch must be >= 1, got {self.steps_per_epoch}")
-        if self.steps_per_epoch > 100_000:  # a round's batches are drawn up front
+        if self.steps_per_epoch > 100_000:  # an epoch's curve point and checkpoint at least that often
             raise UsageError(f"--steps-per-epoch must be at most 100,000, got {self.steps_per_epoch:,}: "
                              "raise --epochs instead")
         widths = self.widths  # parse now, so a bad --hidden or --lrs stops before anything runs
@@ -141,9 +141,8 @@ def train_one(cfg: Config, activation: str, workdir: str) -> dict:
         inits = [warm_start(cfg.warm_start_from(), inits[0], info, init, task.model)] * len(seeds)
     states = [TrainState.create(params, opt, s) for params, s, opt in zip(inits, seeds, optimizers)]
 
-    def batches(epoch, skip):
-        streams = [cycled_batches(data.train, batch_size, s, epoch, cfg.steps_per_epoch, skip) for s in seeds]
-        return stacked(streams) if many else streams[0]
+    streams = [cycled_batches(data.train, batch_size, s) for s in seeds]
+    batches = stacked(streams) if many else streams[0]
 
     run_cfg = dataclasses.replace(cfg, workdir=workdir)
     result = fit(stack_states(states) if many else states[0],

@@ -18,7 +18,6 @@ Running the same command again resumes; a larger --steps continues a finished ru
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import sys
 import time
@@ -134,9 +133,9 @@ def train_seq2seq(cfg: Config) -> dict:
     model = EncoderDecoder(sequence_tasks.VOCAB_SIZE, encoder_layers=cfg.layers, decoder_layers=cfg.layers,
                            max_len=longest, **cfg.model_fields())
     task = Seq2Seq(model, sequence_tasks.BOS, sequence_tasks.EOS)
-    batches = functools.partial(sequence_tasks.sequence_batches, cfg.task, cfg.batch_size, cfg.min_len, cfg.max_len,
-                                cfg.seed, cfg.eval_every, exclude=test.sources)
-    params = task.init(jax.random.key(cfg.seed), next(batches(0)))
+    batches = sequence_tasks.sequence_batches(cfg.task, cfg.batch_size, cfg.min_len, cfg.max_len, cfg.seed,
+                                              exclude=test.sources)
+    params = task.init(jax.random.key(cfg.seed), batches[0])
     info = seq2seq_info(model, params, cfg.task, sequence_tasks.CHARS, sequence_tasks.PAD, sequence_tasks.BOS,
                         sequence_tasks.EOS, sequence_tasks.max_target_len(cfg.task, cfg.max_len + cfg.longer_by) + 1)
     params = warm_start(cfg.warm_start_from(), params, info)

@@ -102,6 +102,14 @@ def is_primary() -> bool:
     return jax.process_index() == 0
 
 
+def local_share(rows: int) -> slice:
+    """This process's rows of a global batch of `rows` (contiguous, in process order)."""
+    import jax
+
+    share = rows // jax.process_count()
+    return slice(jax.process_index() * share, (jax.process_index() + 1) * share)
+
+
 @functools.lru_cache(maxsize=None)
 def matmul_peak_gflops(n: int = 1024, repeats: int = 10, dtype: str = "float32") -> float:
     """GFLOP/s of a jitted n x n matmul on the default device (default precision: TF32 on recent

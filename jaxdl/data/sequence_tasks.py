@@ -14,11 +14,14 @@ pure function of (seed, s), like `text.window_batches`, so a resumed run sees th
 
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
+import grain
 import numpy as np
 
+from jaxdl.data.batches import ENDLESS
 from jaxdl.errors import UsageError
+from jaxdl.runtime import local_share
 
 PAD, BOS, EOS = 0, 1, 2
 CHARS = "0123456789+"  # ids 3..13
@@ -152,24 +155,21 @@ def longer_test(task: str, n: int, max_len: int, extra: int, seed: int) -> TestS
     return TestSet(make_batch(task, sources, hi), frozenset(sources))
 
 
-def sequence_batches(task: str, batch_size: int, min_len: int, max_len: int, seed: int, steps_per_round: int,
-                     round_: int, skip: int = 0, exclude: frozenset[str] = frozenset()) -> Iterator[Batch]:
-    """Endless training batches with lengths uniform in [min_len, max_len], redrawing any source in
-    `exclude`; global step s = round_ * steps_per_round + skip + i is a pure function of (seed, s)."""
+def sequence_batches(task: str, batch_size: int, min_len: int, max_len: int, seed: int,
+                     exclude: frozenset[str] = frozenset()) -> grain.MapDataset:
+    """Endless training batches as a Grain dataset (step s -> this process's rows), lengths uniform in
+    [min_len, max_len]: example i of the stream is a pure function of (seed, i), redrawn while it is
+    in `exclude`; each process draws and encodes only its own rows."""
     _check(task, min_len, max_len, batch_size=batch_size)
-    return _stream(task, batch_size, min_len, max_len, seed, round_ * steps_per_round + skip, exclude)
 
+    def example(i: int) -> str:
+        rng = np.random.default_rng([seed, _TRAIN, i])
+        for _ in range(100):
+            source = _draw(task, rng, min_len, max_len)
+            if source not in exclude:
+                return source
+        raise UsageError("the excluded sources cover almost every training string: hold out fewer")
 
-def _stream(task: str, batch_size: int, min_len: int, max_len: int, seed: int, step: int,
-            exclude: frozenset[str]) -> Iterator[Batch]:
-    while True:
-        rng = np.random.default_rng([seed, _TRAIN, step])
-        sources, tries = [], 0
-        while len(sources) < batch_size:
-            s, tries = _draw(task, rng, min_len, max_len), tries + 1
-            if s not in exclude:
-                sources.append(s)
-            elif tries > 100 * batch_size:
-                raise UsageError("the excluded sources cover almost every training string: hold out fewer")
-        yield make_batch(task, sources, max_len)
-        step += 1
+    mine = local_share(batch_size)
+    return grain.MapDataset.range(ENDLESS).batch(batch_size).map(
+        lambda idx: make_batch(task, [example(int(i)) for i in idx[mine]], max_len))

@@ -18,10 +18,12 @@ import os
 from importlib import resources
 from typing import Iterator
 
+import grain
 import numpy as np
 
 from jaxdl.errors import UsageError
-from jaxdl.runtime import is_primary
+from jaxdl.data.batches import ENDLESS, positions
+from jaxdl.runtime import is_primary, local_share
 
 EMBEDDED = "shakespeare"
 TOKENIZERS = ("char", "byte")
@@ -203,16 +205,12 @@ def default_prompt(data: TextData) -> str:
         return data.tokenizer.decode(data.train[:1])
 
 
-def window_batches(tokens: np.ndarray, batch_size: int, seq_len: int, seed: int, steps_per_round: int,
-                   round_: int, skip: int = 0) -> Iterator[dict[str, np.ndarray]]:
-    """Training batches of random windows `(B, seq_len + 1)`; the windows of global step s are a pure
-    function of (seed, s), so a resumed run sees exactly the batches it would have seen."""
-    offsets = np.arange(seq_len + 1)
-    step = round_ * steps_per_round + skip
-    while True:
-        starts = np.random.default_rng([seed, step]).integers(0, len(tokens) - seq_len, batch_size)
-        yield {"tokens": tokens[starts[:, None] + offsets]}
-        step += 1
+def window_batches(tokens: np.ndarray, batch_size: int, seq_len: int, seed: int) -> grain.MapDataset:
+    """Training batches of windows `(B, seq_len + 1)` as a Grain dataset (step s -> this process's
+    rows): every window start once per pass over the text, each pass a new seeded order."""
+    offsets, mine, starts = np.arange(seq_len + 1), local_share(batch_size), len(tokens) - seq_len
+    return grain.MapDataset.range(ENDLESS).map(lambda s: {
+        "tokens": tokens[positions(starts, seed, int(s) * batch_size, batch_size)[mine, None] + offsets]})
 
 
 def eval_windows(tokens: np.ndarray, seq_len: int, batch_size: int) -> Iterator[dict[str, np.ndarray]]:

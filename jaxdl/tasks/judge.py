@@ -9,7 +9,6 @@ a perfect generator would reach with as many images).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 from typing import Any
 
@@ -18,7 +17,7 @@ import numpy as np
 import scipy.linalg
 
 from jaxdl.data.augment import ImagePreprocess
-from jaxdl.data.batches import eval_batches, steps_per_epoch, train_batches
+from jaxdl.data.batches import epoch_batches, eval_batches, steps_per_epoch
 from jaxdl.data.images import ImageDataset
 from jaxdl.models.cnn import MyNet
 from jaxdl.tasks.classification import ImageClassifier
@@ -49,7 +48,7 @@ class Judge:
         info = classifier_info(self.classifier.model, params, self.classifier.preprocess, data.name,
                                data.class_names, data.train.images.shape[1:])
         result = fit(TrainState.create(params, optimizer, seed), make_train_step(self.classifier.loss, optimizer),
-                     functools.partial(train_batches, train, cfg.batch_size, seed), spe,
+                     epoch_batches(train, cfg.batch_size, seed), spe,
                      lambda p: self.classifier.evaluate(p, eval_batches(test, 256)), cfg,
                      best_metric="accuracy", best_mode="max", resolved={"dataset": data.name, "judge": "MyNet"},
                      length_flag="--judge-epochs", describe=info)

@@ -8,7 +8,6 @@ sampling flags and summary keys for every architecture, so their figures compare
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import time
 from typing import Any, Callable
@@ -112,11 +111,11 @@ def train_text_lm(cfg: TextLMConfig, build_model: Callable[[int], nn.Module], de
     task = LanguageModel(model)
     optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay, momentum=cfg.momentum, schedule=cfg.schedule,
                                warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, clip_norm=cfg.clip_norm)
-    batches = functools.partial(window_batches, data.train, cfg.batch_size, cfg.seq_len, cfg.seed, cfg.eval_every)
-    params = task.init(jax.random.key(cfg.seed), next(batches(0)))
+    batches = window_batches(data.train, cfg.batch_size, cfg.seq_len, cfg.seed)
+    params = task.init(jax.random.key(cfg.seed), batches[0])
     info = language_model_info(model, params, data.tokenizer.to_json(), data.name, default_prompt(data))
     params = warm_start(cfg.warm_start_from(), params, info, model=model,
-                        init=lambda m: LanguageModel(m).init(jax.random.key(cfg.seed), next(batches(0))))
+                        init=lambda m: LanguageModel(m).init(jax.random.key(cfg.seed), batches[0]))
     print(f"{describe(params)}, {num_params(params):,} parameters")
     sample_key = jax.random.fold_in(jax.random.key(cfg.seed), 1)
 

@@ -21,10 +21,9 @@ after training set against this device's measured matmul rate: the result's `mfu
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import os
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -35,6 +34,7 @@ from jaxdl.errors import Diverged, UsageError
 from jaxdl.runtime import is_primary, matmul_peak_gflops
 from jaxdl.train import description, flops, parallel, run_config, tensorboard
 from jaxdl.train.checkpoint import Checkpoints
+from jaxdl.train.input import Batches, TrainInput
 from jaxdl.train.config import TrainConfig
 from jaxdl.train.metrics import MetricsLog, format_metrics
 from jaxdl.train.optim import make_schedule
@@ -44,7 +44,6 @@ from jaxdl.train.profile import StepProfiler
 from jaxdl.train.state import TrainState, step_of
 from jaxdl.train.step import TrainStep
 
-Batches = Callable[[int, int], Iterable[Any]]  # (epoch, batches to skip) -> batches
 # params -> metrics: scalars (or, training N models, arrays of shape (N,)); anything else under "outputs"
 Evaluate = Callable[[Any], dict[str, Any]]
 
@@ -140,7 +139,7 @@ def compile_step(train_step: Callable, state: TrainState, config: TrainConfig, m
         train_step = train_step.replace(**options).jit_for(shardings, batch_sharding, parallel.replicated(mesh))
     elif config.dp_clip:
         raise UsageError("--dp-clip needs the engine's make_train_step")
-    to_global = lambda batch: parallel.global_batch(batch, batch_sharding, many)
+    to_global = lambda batch, local: parallel.global_batch(batch, batch_sharding, many, local)
     return train_step, parallel.place(state, shardings), to_global
 
 
@@ -152,7 +151,11 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
     """Train to `config.epochs`, resuming from `config.workdir` if it holds a checkpoint.
 
     total_steps: train this many steps in all, evaluating every `steps_per_epoch` steps (the last
-        round may be shorter); `train_batches(round, skip)` may then be endless.
+        round may be shorter).
+
+    train_batches: a `grain.MapDataset` whose element s is step s's batch, as this process's rows
+        (jaxdl.data.batches), read by Grain's prefetching iterator whose state every checkpoint
+        keeps; or a function `(round, batches to skip) -> global batches` (train/input.py).
 
     many: the state is stacked (`stack_states`) and batches carry a leading model axis.
     length_flag: the flag that sets the run's length, named when a finished run is rerun (default
@@ -183,6 +186,7 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
                        f"test/{best_metric}", best_mode)
     state, loop = ckpt.restore_or(state)  # raises UsageError before anything is written
     step = step_of(state)
+    data = TrainInput(train_batches, step, loop.get("data"))
     run_config.write(config.workdir, config, resolved)
     if describe is not None:
         description.write(config.workdir, describe)
@@ -244,7 +248,7 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
             if isinstance(value, str):  # a sample of generated text
                 board.text(step, name, value)
         board.flush()  # before the checkpoint: what it covers is on disk
-        ckpt.save(state, {}, {f"test/{k}": float(np.mean(v)) for k, v in scalars.items()})
+        ckpt.save(state, {"data": data.state()}, {f"test/{k}": float(np.mean(v)) for k, v in scalars.items()})
         plots.curves(log.path, os.path.join(config.workdir, "curves.png"))
         return eval_metrics
 
@@ -252,14 +256,14 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
         for epoch in range(step // steps_per_epoch, rounds if step < total else 0):
             skip = step - epoch * steps_per_epoch
             in_round = min(steps_per_epoch, total - epoch * steps_per_epoch)
-            batches = itertools.islice(train_batches(epoch, skip), in_round - skip)
+            batches = data.round(epoch, skip, in_round - skip)
             bar = tqdm(total=in_round, initial=skip, desc=f"{name} {epoch + 1}/{rounds}",
                        unit="step", dynamic_ncols=True, disable=not is_primary())
             done = list(loop.get("metrics", [])) if loop.get("round") == epoch else []  # from before a resume
             ms: list[dict[str, jax.Array]] = []
             round_examples = 0
             for batch in batches:
-                batch = to_global(batch)
+                batch = to_global(batch, data.local)
                 if first_call_s is None:  # the first call compiles: timed apart from the steady state
                     step_flops, why_not = _count_flops(train_step, state, batch)
                     step_examples = _examples(batch, many)
@@ -290,7 +294,7 @@ def fit(state: TrainState, train_step: Callable, train_batches: Batches, steps_p
                 if len(ms) < in_round - skip and (signal_name or (config.checkpoint_every
                                                                   and step % config.checkpoint_every == 0)):
                     check_finite(bar)
-                    ckpt.save(state, {"round": epoch, "metrics": done + _host_metrics(ms)})
+                    ckpt.save(state, {"round": epoch, "metrics": done + _host_metrics(ms), "data": data.state()})
                     if signal_name:
                         bar.close()
                         stop_now(signal_name)

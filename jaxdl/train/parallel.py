@@ -22,6 +22,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxdl.errors import UsageError
+from jaxdl.runtime import local_share
 
 try:  # jax >= 0.6 makes meshes with Explicit axes by default; the shardings here are the classic (Auto) kind
     from jax.sharding import AxisType
@@ -110,27 +111,27 @@ def to_local(tree: Any) -> Any:
     return jax.tree.map(one, tree)
 
 
-def local_rows(batch_size: int) -> slice:
-    """This process's rows of a global batch of `batch_size` (contiguous, in process order)."""
-    share = batch_size // jax.process_count()
-    return slice(jax.process_index() * share, (jax.process_index() + 1) * share)
-
-
 def check_batch_size(size: int, mesh: Mesh) -> None:
     if size % mesh.size:
         raise UsageError(f"a batch of {size} examples does not split over the {mesh.size} devices of --mesh "
                          f"{describe(mesh)}: use a --batch-size that is a multiple of {mesh.size}")
 
 
-def global_batch(batch: Any, sharding: NamedSharding, many: bool = False) -> Any:
-    """A global batch of numpy arrays (the same on every process) -> what the jitted step takes: with
-    several processes, global arrays split over the mesh, each process putting only its own rows on its
-    own devices; with one, the numpy arrays themselves."""
+def global_batch(batch: Any, sharding: NamedSharding, many: bool = False, local: bool = False) -> Any:
+    """A batch of numpy arrays -> what the jitted step takes. `local`: the batch is this process's rows
+    (jaxdl.data.batches); otherwise the whole global batch, the same on every process, of which each
+    process takes its rows. With several processes: global arrays split over the mesh, each process
+    putting only its own rows on its own devices; with one, the numpy arrays themselves."""
     axis = 1 if many else 0
-    size = np.shape(jax.tree.leaves(batch)[0])[axis]
-    check_batch_size(size, sharding.mesh)
+    rows = np.shape(jax.tree.leaves(batch)[0])[axis]
+    check_batch_size(rows * jax.process_count() if local else rows, sharding.mesh)
     if jax.process_count() == 1:  # the jitted step's in_shardings place numpy inputs (the fastest path)
         return batch
-    rows = (slice(None),) * axis + (local_rows(size),)
-    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)[rows], np.shape(x)),
-                        batch)
+
+    def one(x):
+        x = np.asarray(x)
+        if local:
+            shape = x.shape[:axis] + (x.shape[axis] * jax.process_count(),) + x.shape[axis + 1:]
+            return jax.make_array_from_process_local_data(sharding, x, shape)
+        return jax.make_array_from_process_local_data(sharding, x[(slice(None),) * axis + (local_share(rows),)], x.shape)
+    return jax.tree.map(one, batch)

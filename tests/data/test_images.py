@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxdl.data.batches import epoch_order, eval_batches, train_batches
+from jaxdl.data.batches import cycled_batches, epoch_batches, eval_batches
 from jaxdl.data.images import load_images
 from jaxdl.errors import UsageError
 
@@ -94,16 +94,26 @@ def test_tfds_mnist_through_mock_data():
     assert ds.num_classes == 10 and len(ds.test) == 40
 
 
-def test_epoch_order_is_a_function_of_seed_and_epoch():
-    np.testing.assert_array_equal(epoch_order(100, 1, 2), epoch_order(100, 1, 2))
-    assert not np.array_equal(epoch_order(100, 1, 2), epoch_order(100, 1, 3))
-    assert not np.array_equal(epoch_order(100, 1, 2), epoch_order(100, 2, 2))
+def test_epoch_batches_are_a_function_of_seed_and_step_and_each_epoch_a_new_order():
     data = {"x": np.arange(10), "y": np.arange(10) * 2}
-    full = list(train_batches(data, 3, seed=0, epoch=0))
-    assert len(full) == 3 and all(len(b["x"]) == 3 for b in full)
-    np.testing.assert_array_equal(full[0]["y"], full[0]["x"] * 2)
-    resumed = list(train_batches(data, 3, seed=0, epoch=0, skip=1))
-    np.testing.assert_array_equal(resumed[0]["x"], full[1]["x"])
+    batches = epoch_batches(data, 3, seed=0)
+    epoch = lambda ds, e: np.concatenate([ds[s]["x"] for s in range(3 * e, 3 * e + 3)])  # 3 full batches, 1 left out
+    for e in range(3):
+        x = epoch(batches, e)
+        assert len(x) == len(set(x)) == 9 and set(x) <= set(range(10))
+        np.testing.assert_array_equal(x, epoch(epoch_batches(data, 3, seed=0), e))  # the same on a fresh dataset
+    assert not np.array_equal(epoch(batches, 0), epoch(batches, 1))
+    assert not np.array_equal(epoch(batches, 0), epoch(epoch_batches(data, 3, seed=1), 0))
+    np.testing.assert_array_equal(batches[4]["y"], batches[4]["x"] * 2)
+
+
+def test_cycled_batches_run_through_successive_permutations():
+    data = {"x": np.arange(6)}
+    aligned = [cycled_batches(data, 3, seed=3)[s]["x"] for s in range(8)]  # a pass every 2 batches
+    passes = [np.concatenate(aligned[2 * p:2 * p + 2]) for p in range(4)]
+    assert all(sorted(p) == list(range(6)) for p in passes) and len({tuple(p) for p in passes}) > 1
+    across = np.concatenate([cycled_batches(data, 4, seed=3)[s]["x"] for s in range(3)])  # 2 passes, batches straddling
+    assert np.bincount(across).tolist() == [2] * 6
 
 
 def test_eval_batches_cover_everything_once_with_a_mask():

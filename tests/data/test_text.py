@@ -79,14 +79,21 @@ def test_eval_windows_predict_every_validation_token_exactly_once():
 
 def test_training_windows_depend_only_on_seed_and_step():
     tokens = np.arange(1000, dtype=np.int32)
-    a = text.window_batches(tokens, 4, 16, seed=3, steps_per_round=10, round_=0, skip=0)
-    first = [next(a) for _ in range(15)]
-    b = text.window_batches(tokens, 4, 16, seed=3, steps_per_round=5, round_=2, skip=2)  # global step 12
-    np.testing.assert_array_equal(next(b)["tokens"], first[12]["tokens"])
+    a = text.window_batches(tokens, 4, 16, seed=3)
+    first = [a[s] for s in range(15)]
+    b = text.window_batches(tokens, 4, 16, seed=3)  # read from step 12 on, as a resumed run does
+    np.testing.assert_array_equal(b[12]["tokens"], first[12]["tokens"])
     w = first[0]["tokens"]
     assert w.shape == (4, 17) and (np.diff(w, axis=1) == 1).all()  # contiguous windows
-    other_seed = next(text.window_batches(tokens, 4, 16, seed=4, steps_per_round=10, round_=0))
+    other_seed = text.window_batches(tokens, 4, 16, seed=4)[0]
     assert not np.array_equal(other_seed["tokens"], w)
+
+
+def test_every_window_start_once_per_pass():
+    tokens = np.arange(40, dtype=np.int32)  # 40 - 8 = 32 window starts: 8 steps of 4 windows a pass
+    starts = np.concatenate([text.window_batches(tokens, 4, 8, seed=0)[s]["tokens"][:, 0] for s in range(16)])
+    assert sorted(starts[:32]) == sorted(starts[32:]) == list(range(32))
+    assert not np.array_equal(starts[:32], starts[32:])
 
 
 def test_tokenizer_is_saved_and_a_different_one_refused(tmp_path):

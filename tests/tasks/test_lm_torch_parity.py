@@ -1,6 +1,8 @@
 """RecurrentLM + LanguageModel vs the PyTorch reference (benchmarks/torch_lm.py): same initial weights
 give the same loss, the same Adam steps with gradient clipping, and the same validation loss."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -29,7 +31,7 @@ def data():
 def _pair(data, cell, seed=0):
     model = RecurrentLM(data.tokenizer.vocab_size, cell, EMBED, HIDDEN, LAYERS, dropout=0.0)
     task = LanguageModel(model)
-    batches = window_batches(data.train, BATCH, SEQ, seed, 1, 0)
+    batches = map(window_batches(data.train, BATCH, SEQ, seed).__getitem__, itertools.count())
     params = task.init(jax.random.key(seed), {"tokens": np.zeros((BATCH, SEQ + 1), np.int32)})
     net = lm_params_to_torch(params, TorchLM(data.tokenizer.vocab_size, cell, EMBED, HIDDEN, LAYERS))
     return task, params, net, batches

@@ -42,7 +42,7 @@ def _trained():
     state = TrainState.create(params, optimizer, 0, extras=ema_extras(params))
     step = make_train_step(task.loss, optimizer, ema_decay=0.9)
     before = task.evaluate(params, eval_batches(test, 360))["loss"]
-    for batch in cycled_batches(train, 32, 0, 0, 150):
+    for batch in map(cycled_batches(train, 32, 0).__getitem__, range(150)):
         state, _ = step(state, batch)
     return before, task.evaluate(state.params, eval_batches(test, 360))["loss"], state
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxdl import cli
-from jaxdl.data.batches import train_batches
+from jaxdl.data.batches import epoch_batches
 from jaxdl.errors import Diverged
 from jaxdl.train import TrainConfig, TrainState, fit, make_optimizer, make_train_step
 from jaxdl.train.checkpoint import Checkpoints
@@ -39,7 +39,7 @@ def _poisoned(batch):
 def test_a_non_finite_step_changes_nothing_but_the_counters():
     opt = make_optimizer("adam", 0.1)
     step = make_train_step(_loss, opt, max_bad_steps=3)
-    good = next(train_batches(_data(), B, 0, 0))
+    good = epoch_batches(_data(), B, 0)[0]
     state, _ = step(_state(opt), good)
     before = jax.tree.map(np.asarray, state)
     for bad, why in ((_poisoned(good), "loss"), (good, "gradient")):
@@ -63,8 +63,11 @@ def _fit(workdir, epochs, poison_from_epoch=None, poison_batch=None, max_bad_ste
     cfg = TrainConfig(epochs=epochs, batch_size=B, lr=0.1, workdir=str(workdir), max_bad_steps=max_bad_steps, log_every=1)
     opt = make_optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay)
 
+    source = epoch_batches(data, B, cfg.seed)
+
     def batches(epoch, skip):
-        for i, batch in enumerate(train_batches(data, B, cfg.seed, epoch, skip), start=skip):
+        for i in range(skip, N // B):
+            batch = source[epoch * (N // B) + i]
             poison = (poison_from_epoch is not None and epoch >= poison_from_epoch) or (epoch, i) == poison_batch
             yield _poisoned(batch) if poison else batch
 

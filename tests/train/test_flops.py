@@ -1,7 +1,6 @@
 """Model FLOPs counted from a jaxpr (jaxdl/train/flops.py), each against a count by hand, and the
 engine's flops_per_step and mfu."""
 
-import functools
 import types
 
 import flax.linen as nn
@@ -11,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxdl.data.batches import train_batches
+from jaxdl.data.batches import epoch_batches, stacked
 from jaxdl.models.cnn import MyNet
 from jaxdl.models.recurrent import GATES, RecurrentLM
 from jaxdl.models.transformer import DecoderLM, training_flops_per_token
@@ -225,8 +224,7 @@ def test_fit_with_many_models_counts_per_model_example(tmp_path):
     data, opt = _data(), make_optimizer("adam", 0.05, 0.0)
     params = {"w": jnp.zeros((5,)), "b": jnp.zeros(())}
     state = stack_states([TrainState.create(params, opt, s) for s in range(2)])
-    batches = lambda epoch, skip: ({k: np.stack([v, v]) for k, v in b.items()}
-                                   for b in train_batches(data, 16, 0, epoch, skip))
+    batches = stacked([epoch_batches(data, 16, 0)] * 2)
     cfg = TrainConfig(epochs=1, batch_size=16, workdir=str(tmp_path))
     result = fit(state, make_train_step(_loss, opt, many=True), batches, N // 16,
                  lambda p: {"loss": 0.0}, cfg, many=True)
@@ -244,7 +242,7 @@ def test_a_step_that_cannot_be_counted_still_trains(tmp_path, capsys):
 
     cfg = TrainConfig(epochs=1, batch_size=16, workdir=str(tmp_path))
     params = {"w": jnp.zeros((5,)), "b": jnp.zeros(())}
-    result = fit(TrainState.create(params, opt, 0), step, functools.partial(train_batches, _data(), 16, 0),
+    result = fit(TrainState.create(params, opt, 0), step, epoch_batches(_data(), 16, 0),
                  N // 16, lambda p: {"loss": 0.0}, cfg)
     assert result.steps == N // 16 and result.train_examples_per_sec > 0
     assert (result.flops_per_step, result.flops_per_example, result.mfu) == (None, None, None)

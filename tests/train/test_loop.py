@@ -1,6 +1,5 @@
 """The engine on a model-free problem: exact resume, keep-last-K-plus-best, shape checks, metrics files."""
 
-import functools
 import json
 import os
 import shutil
@@ -10,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdl.data.batches import train_batches
+from jaxdl.data.batches import epoch_batches
 from jaxdl.errors import UsageError
 from jaxdl.train import TrainConfig, TrainState, fit, make_optimizer, make_train_step
 from jaxdl.train.step import ema_extras
@@ -50,7 +49,7 @@ def _run(workdir, epochs, width=D, evaluations=None, ema=False, **overrides):
         return {"loss": 0.0, "accuracy": acc}
 
     return fit(state, make_train_step(_loss, opt, ema_decay=0.9 if ema else None),
-               functools.partial(train_batches, data, 16, cfg.seed),
+               epoch_batches(data, 16, cfg.seed),
                N // 16, evaluate, cfg, best_metric="accuracy", best_mode="max")
 
 

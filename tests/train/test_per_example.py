@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxdl.data.batches import train_batches
+from jaxdl.data.batches import epoch_batches
 from jaxdl.errors import UsageError
 from jaxdl.train import TrainConfig, TrainState, fit, make_optimizer, make_train_step
 from jaxdl.train.per_example import per_example_grad_norms, per_example_grads, private_grad_fn
@@ -183,12 +183,12 @@ def test_fit_takes_the_private_step_from_the_config(tmp_path):
     cfg = TrainConfig(epochs=1, batch_size=8, workdir=str(tmp_path), dp_clip=0.01, dp_noise=0.0, log_every=1)
     opt = make_optimizer("sgd", 0.1, 0.0, momentum=0.0)
     result = fit(TrainState.create({"w": jnp.ones((3,))}, opt, 0), make_train_step(loss, opt),
-                 lambda epoch, skip: train_batches(data, 8, 0, epoch, skip), 4, lambda p: {"loss": 0.0}, cfg)
+                 epoch_batches(data, 8, 0), 4, lambda p: {"loss": 0.0}, cfg)
     train = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
     assert train["clipped"] == 1.0 and train["grad_norm"] > 0.01  # every example clipped to 0.01
     # each step moves w by at most lr x clip: 4 steps, 0.1 x 0.01 each
     assert float(jnp.linalg.norm(result.state.params["w"] - 1.0)) <= 4 * 0.1 * 0.01 + 1e-6
     with pytest.raises(UsageError, match="--dp-clip needs gradients by jax.grad"):
         fit(TrainState.create({"w": jnp.ones((3,))}, opt, 0), make_train_step(loss, opt, grad_fn=jax.grad(loss, has_aux=True)),
-            lambda epoch, skip: train_batches(data, 8, 0, epoch, skip), 4, lambda p: {"loss": 0.0},
+            epoch_batches(data, 8, 0), 4, lambda p: {"loss": 0.0},
             TrainConfig(epochs=2, batch_size=8, workdir=str(tmp_path / "b"), dp_clip=1.0))

@@ -44,7 +44,7 @@ def _run(workdir, resolved=None, **overrides):
     opt = make_optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay, schedule=cfg.schedule, total_steps=cfg.steps)
     state = TrainState.create({"w": jnp.zeros((D,)), "b": jnp.zeros(())}, opt, cfg.seed)
     data = _data()
-    return fit(state, make_train_step(_loss, opt), lambda r, skip: cycled_batches(data, 16, cfg.seed, r, 4, skip), 4, lambda p: {"loss": float(_loss(p, data, None)[0])}, cfg, total_steps=cfg.steps,
+    return fit(state, make_train_step(_loss, opt), cycled_batches(data, 16, cfg.seed), 4, lambda p: {"loss": float(_loss(p, data, None)[0])}, cfg, total_steps=cfg.steps,
                resolved=resolved or {"dataset": "made here"})
 
 

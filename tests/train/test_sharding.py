@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdl.data.batches import train_batches
+from jaxdl.data.batches import epoch_batches
 from jaxdl.train import TrainConfig, TrainState, fit, make_optimizer, make_train_step, parallel
 from jaxdl.train.checkpoint import Checkpoints
 from jaxdl.train.loop import compile_step
@@ -45,7 +45,7 @@ def _run(workdir, mesh, epochs=2):
     cfg = TrainConfig(epochs=epochs, batch_size=BATCH, lr=3e-3, workdir=str(workdir), mesh=mesh, log_every=4)
     opt = make_optimizer("adam", cfg.lr, cfg.weight_decay)
     state = TrainState.create(_params(), opt, cfg.seed)
-    return fit(state, make_train_step(_loss, opt), functools.partial(train_batches, data, BATCH, cfg.seed),
+    return fit(state, make_train_step(_loss, opt), epoch_batches(data, BATCH, cfg.seed),
                N // BATCH, lambda p: {"loss": float(_loss(p, data, jax.random.key(0))[0])}, cfg)
 
 
@@ -73,7 +73,7 @@ def test_the_fsdp_rule_shards_big_arrays_and_the_step_keeps_and_donates_them():
     assert state.params["b1"].sharding.spec == jax.sharding.PartitionSpec()  # 256 elements: replicated
     moments = [x for path, x in jax.tree_util.tree_leaves_with_path(state.opt_state) if "w1" in jax.tree_util.keystr(path)]
     assert len(moments) == 2 and all(m.sharding == w1.sharding for m in moments)  # Adam's mu, nu follow w1
-    batch = to_global(next(train_batches(_data(), BATCH, 0, 0)))
+    batch = to_global(epoch_batches(_data(), BATCH, 0)[0], True)
     batch_in = step.lower(state, batch).compile().input_shardings[0][1]["x"]
     assert batch_in.shard_shape((BATCH, D)) == (BATCH // 8, D)  # the examples split over all 8 devices
     new, metrics = step(state, batch)
