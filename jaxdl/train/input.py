@@ -13,6 +13,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import grain
 
+from jaxdl.errors import UsageError
+
 Batches = grain.MapDataset | Callable[[int, int], Iterable[Any]]
 
 # a thread or two ahead of the step: enough to hide the gathering, few on a two-core machine
@@ -29,7 +31,8 @@ class TrainInput:
         if self.local:
             state = saved or {"next_index": step}
             if state.get("next_index") != step:
-                raise ValueError(f"the checkpoint of step {step} holds a data iterator at {state}")
+                raise UsageError(f"the checkpoint of step {step} holds a data iterator at {state}, not at that step: "
+                                 "delete that checkpoint or use a new --workdir")
             self.iterator = iter(source.to_iter_dataset(READ))
             self.iterator.set_state(state)
 
