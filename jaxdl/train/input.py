@@ -17,7 +17,8 @@ from jaxdl.errors import UsageError
 
 Batches = grain.MapDataset | Callable[[int, int], Iterable[Any]]
 
-# a thread or two ahead of the step: enough to hide the gathering, few on a two-core machine
+# read in the training thread: JAX's asynchronous dispatch already overlaps it with the step, and
+# read-ahead threads cost more than they hid on two cores (docs/speed.md, benchmarks/input_pipeline.py)
 READ = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
 
 

@@ -19,12 +19,13 @@ import sys
 import pytest
 
 from benchmarks import (accelerator, cnn_vs_torch, diffusion_sampling, generation_speed, inference_speed,
-                        lm_vs_torch, rnn_vs_torch)
+                        input_pipeline, lm_vs_torch, rnn_vs_torch)
 from jaxdl import cli
 from tests.benchmarks.quick import HANG, ROOT, quick_env, run, run_ok
 
 SCRIPTS = {"accelerator.py": accelerator, "cnn_vs_torch.py": cnn_vs_torch, "diffusion_sampling.py": diffusion_sampling,
            "generation_speed.py": generation_speed, "inference_speed.py": inference_speed,
+           "input_pipeline.py": input_pipeline,
            "lm_vs_torch.py": lm_vs_torch, "rnn_vs_torch.py": rnn_vs_torch}
 TORCH_SCRIPTS = ("cnn_vs_torch.py", "lm_vs_torch.py", "rnn_vs_torch.py")
 
@@ -154,12 +155,22 @@ def test_generation_speed_quick(env):
     assert re.search(r"same greedy tokens: (yes|no)", out)
 
 
+def test_input_pipeline_quick(env):
+    out = run_ok("input_pipeline.py", ["--quick"], env)
+    rows = aligned_table(out, "experiment")
+    assert set(rows) == {"mlp"}
+    row = rows["mlp"]
+    ratio_is(row["ratio"], row["pipeline"], row["in memory"])
+    assert row["unit, command"] == "examples/s, experiments/mlp.py --task xor --epochs 3"
+
+
 BAD_FLAGS = [  # (script, flags, what the error line names)
     ("accelerator.py", ["--batch-sizes", "8,x"], "--batch-sizes"),
     ("cnn_vs_torch.py", ["--image-size", "10"], "multiple of 4"),
     ("diffusion_sampling.py", ["--sample-steps", "0"], "--sample-steps"),
     ("generation_speed.py", ["--quick", "--heads", "3"], "must divide --d-model 16"),
     ("inference_speed.py", ["--images", "0"], "--images"),
+    ("input_pipeline.py", ["--only", "mlp,vgg"], "vgg"),
     ("lm_vs_torch.py", ["--quick", "--steps", "2"], "--steps must be at least --rounds + 1"),
     ("rnn_vs_torch.py", ["--cell", "transformer"], "--cell"),
 ]
