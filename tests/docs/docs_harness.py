@@ -6,7 +6,8 @@ How each command runs:
   python experiments/X.py ARGS     in-process X.main(ARGS + TINY[X]): later flags win, so the page's own
                                    choices stay and only the sizes shrink (the workdir name is unchanged)
   jaxdl ARGS                       in-process jaxdl.commands.main (`jaxdl train F ...` gets TINY[F.py])
-  python benchmarks/X.py ARGS      a subprocess, with --quick appended
+  python benchmarks/X.py ARGS      a subprocess, with --quick appended (without ARGS, where
+                                   tests/benchmarks runs `X.py --quick` itself: checked it exists)
   python -c CODE, python FILE.py   exec'd / run as __main__ in-process, the folder first on sys.path
   python -m pytest ARGS            a subprocess from the repository root with --collect-only: the
                                    selection must collect tests (running them is the suite's own job)
@@ -56,6 +57,10 @@ EXPERIMENTS = ("cnn", "mlp", "rnn", "transformer", "diffusion", "typed_digits")
 PAGE_TINY = {"docs/pytorch.md": {"cnn": MYNET_48}}
 # python blocks saved as files, shrunk: (text, replacement), the text must be there
 FILE_TINY = {"train_my_net.py": [("for step in range(100):", "for step in range(2):")]}
+# the benchmarks tests/benchmarks/test_benchmarks_quick.py runs as `python benchmarks/X.py --quick`: a page's
+# bare `python benchmarks/X.py` is that run (with flags or an env prefix, the page's command runs here)
+QUICK_ALONE = ("accelerator.py", "cnn_vs_torch.py", "generation_speed.py", "input_pipeline.py", "lm_vs_torch.py",
+               "rnn_vs_torch.py")
 SETUP = ("python3 -m venv", "python -m venv", ". .venv/bin/activate", "source .venv/bin/activate")
 
 
@@ -386,6 +391,9 @@ def run_words(words: list[str], folder: str, page: str, where: str) -> None:
             assert os.path.isfile(os.path.join(folder, workdir, "summary.json")), f"{where}: no {workdir}/summary.json"
         return
     if words[0] == "python" and len(words) > 1 and words[1].startswith("benchmarks/"):
+        if len(words) == 2 and os.path.basename(words[1]) in QUICK_ALONE:  # that very run is a test already
+            assert os.path.isfile(os.path.join(ROOT, words[1])), f"{where}: {words[1]}?"
+            return
         env = subprocess_env(folder, page)
         run_subprocess([os.path.join(folder, ".shim", "python"), *words[1:]], folder, env, where)
         return
