@@ -8,8 +8,8 @@ Each task needs attention across the whole input to produce each output token:
 The length n is the string length for reverse and sort, and the digits per operand for add.
 
 Batches have static widths for a given max_len (source: max_source_len; target: max_target_len + 1,
-room for BOS/EOS), so one compiled step serves every batch. Training batches of global step s are a
-pure function of (seed, s), like `text.window_batches`, so a resumed run sees the same stream.
+room for BOS/EOS), so one compiled step serves every batch. Training batches are a Grain dataset whose
+step s is a pure function of (seed, s), like `text.window_batches`, so a resumed run sees the same stream.
 """
 
 from __future__ import annotations

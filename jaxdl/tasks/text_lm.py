@@ -49,7 +49,7 @@ class TextLMConfig(TrainConfig):
     lr: float = field(2e-3, "peak learning rate")
     weight_decay: float = field(0.0, "L2 for adam/sgd/rmsprop, decoupled decay for adamw")
     clip_norm: float = field(1.0, "clip gradients to this global norm; 0 = off")
-    epochs: int = fixed(1)  # counted in --steps: random windows have no epochs
+    epochs: int = fixed(1)  # counted in --steps: a run reads windows in passes, not epochs
 
     def __post_init__(self) -> None:
         from jaxdl.cli import check_path

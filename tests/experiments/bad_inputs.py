@@ -75,8 +75,8 @@ ALLOWED: dict[tuple[str, str], str] = {
 
 # (experiment, field, kind) -> reason: what holds for one experiment only.
 ALLOWED_IN: dict[tuple[str, str, str], str] = {
-    ("rnn", "eval_every", "huge"): "one evaluation, at the end (windows are drawn step by step, none up front)",
-    ("transformer", "eval_every", "huge"): "one evaluation, at the end (windows are drawn step by step, none up front)",
+    ("rnn", "eval_every", "huge"): "one evaluation, at the end (windows are read step by step, none up front)",
+    ("transformer", "eval_every", "huge"): "one evaluation, at the end (windows are read step by step, none up front)",
     ("rnn", "prompt", "long"): "a recurrent model reads a prompt of any length, one token at a time",
     ("diffusion", "prompt", "unicode"): "any UTF-8 text that fits --max-prompt-bytes is a prompt",
 }
