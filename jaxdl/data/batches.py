@@ -81,7 +81,11 @@ def cycled_batches(arrays: Mapping[str, np.ndarray], batch_size: int, seed: int)
 
 def stacked(datasets: list[grain.MapDataset]) -> grain.MapDataset:
     """N models' batches stacked on a leading model axis (for a vmapped step)."""
-    return _steps().map(lambda s: {k: np.stack([d[s][k] for d in datasets]) for k in datasets[0][s]})
+    def stack(s: int) -> dict[str, np.ndarray]:
+        per_model = [d[s] for d in datasets]  # each model's batch read once
+        return {k: np.stack([b[k] for b in per_model]) for k in per_model[0]}
+
+    return _steps().map(stack)
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
