@@ -31,7 +31,7 @@ sys.path.insert(0, ROOT)
 
 from jaxdl import runtime  # noqa: E402
 
-runtime.configure_xla()  # before jax is imported
+runtime.configure()  # before jax is imported
 
 import jax  # noqa: E402
 

@@ -92,7 +92,7 @@ class LMComparison:
         pin_threads(args.threads)
         from jaxdl import runtime
 
-        self.xla_flags = runtime.configure_xla()  # the same process settings as the experiment scripts
+        self.xla_flags = runtime.configure()  # the same process settings as the experiment scripts
         import jax
         import torch
 

@@ -2,12 +2,13 @@
 
     python benchmarks/lm_vs_torch.py [--layers 4] [--heads 4] [--d-model 128] [--context 64]
                                      [--batch-size 12] [--steps 500] [--rounds 10] [--threads N]
-                                     [--no-scan] [--seed 0] [--quick] [--json PATH]
+                                     [--unroll 0] [--no-scan] [--seed 0] [--quick] [--json PATH]
 
 The model: a decoder-only transformer, 4 pre-norm layers of 4 heads, width 128, context 64, learned
 positions, LayerNorm, an untied head, dropout 0, on the embedded Shakespeare corpus with the
 character tokenizer (`load_text("shakespeare")`), batches of 12 windows.
-  jaxdl    DecoderLM (scanned layers, the model's default; --no-scan: a Python loop over the layers)
+  jaxdl    DecoderLM (the layers one nn.scan, all of its iterations unrolled as in experiments/transformer.py;
+           --unroll K: K blocks per iteration; --no-scan: a Python loop over the layers)
            + LanguageModel.loss, the engine's jitted `make_train_step`
   PyTorch  TorchGPT (benchmarks/torch_gpt.py): the same arithmetic, F.scaled_dot_product_attention(is_causal=True), eager
 
@@ -73,12 +74,27 @@ def parse_args(argv):
     add_gpt_args(p)
     p.add_argument("--context", type=int, default=64, help="tokens per training window and per validation window (max_len)")
     add_run_args(p, batch_size=12, steps=500)
+    p.add_argument("--unroll", type=int, default=0,
+                   help="jaxdl: blocks per iteration of the layer scan, 0 = all (as experiments/transformer.py)")
     p.add_argument("--no-scan", dest="scan", action="store_false",
                    help="jaxdl: unroll the layers (DecoderLM(scan=False)) instead of one nn.scan "
                         "(docs/speed.md has the two measured side by side)")
     add_common_tail(p)
     return finish_args(p, argv, ("layers", "heads", "d_model", "context", "batch_size", "rounds", "threads"),
-                       check_heads, quick=QUICK)
+                       check, quick=QUICK)
+
+
+def check(p, args) -> None:
+    check_heads(p, args)
+    if args.unroll < 0:
+        p.error(f"--unroll must be >= 0 (0 = all the layers), got {args.unroll}")
+
+
+def layers_name(args) -> str:
+    if not args.scan:
+        return "a Python loop over the layers in jaxdl: --no-scan"
+    unroll = min(args.unroll or args.layers, args.layers)
+    return "jaxdl: one scan, fully unrolled" if unroll == args.layers else f"jaxdl: one scan, {unroll} per iteration"
 
 
 def main(argv=None) -> dict:
@@ -93,7 +109,8 @@ def main(argv=None) -> dict:
 
     B, T, D, L, V = args.batch_size, args.context, args.d_model, args.layers, bench.vocab_size
     model = DecoderLM(V, d_model=D, num_layers=L, num_heads=args.heads, max_len=T, dropout=0.0,
-                      pos="learned", norm="layer", tie_embeddings=False, scan=args.scan)
+                      pos="learned", norm="layer", tie_embeddings=False, scan=args.scan,
+                      unroll=args.unroll or L)
     task = LanguageModel(model)
     params = task.init(jax.random.key(args.seed), {"tokens": bench.batches_np[0]})
     net = gpt_params_to_torch(params, TorchGPT(V, D, L, args.heads, T)).train()
@@ -101,7 +118,7 @@ def main(argv=None) -> dict:
     n_embedding = sum(params["params"][k]["embedding"].size for k in ("token_embedding", "position_embedding"))
     flops_per_token = training_flops_per_token(params, L, T, D)  # = what flops.py counts in the step (tested)
     n_matmul = round((flops_per_token - 12 * L * T * D) / 6)
-    print(f"GPT: {L} layers x {args.heads} heads ({'scanned' if args.scan else 'unrolled'} in jaxdl), width {D}, "
+    print(f"GPT: {L} layers x {args.heads} heads ({layers_name(args)}), width {D}, "
           f"context {T}, {n_params:,} parameters "
           f"({n_params - n_embedding:,} outside the embeddings; torch {n_torch:,}); batch {B} x {T} = "
           f"{bench.tokens_per_step} tokens per step; {flops_per_token / 1e6:.2f} MFLOP per token trained")
@@ -113,7 +130,7 @@ def main(argv=None) -> dict:
     bench.validate()
     bench.summarize(lambda tps: {"model_gflops": flops_per_token * tps / 1e9,
                                  "mfu": flops_per_token * tps / (peak_gflops * 1e9)})
-    print(f"\nGPT char LM, {L} layers x {args.heads} heads{'' if args.scan else ' (jaxdl unrolled: --no-scan)'}, "
+    print(f"\nGPT char LM, {L} layers x {args.heads} heads ({layers_name(args)}), "
           f"width {D}, context {T}, batch {B}, {args.steps} steps, "
           f"Adam {LR:g} + clip {CLIP_NORM:g}; medians over {args.rounds} interleaved rounds; "
           f"MFU against a measured float32 matmul peak of {peak_gflops:,.1f} GFLOP/s\n")

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jaxdl import runtime  # noqa: E402
 
-runtime.configure_xla()  # before jax is imported
+runtime.configure()  # before jax is imported
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

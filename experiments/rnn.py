@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jaxdl import runtime  # noqa: E402
 
-runtime.configure_xla()  # before jax is imported
+runtime.configure()  # before jax is imported
 
 from jaxdl import cli  # noqa: E402
 from jaxdl.cli import field  # noqa: E402

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jaxdl import runtime  # noqa: E402
 
-runtime.configure_xla()  # before jax is imported
+runtime.configure()  # before jax is imported
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -65,6 +65,8 @@ class Config(TextLMConfig):
     norm: str = field("layer", "layer (LayerNorm) | rms (RMSNorm), before each block's branches")
     tie_embeddings: bool = field(False, "the output layer is the token embedding's transpose")
     scan_layers: bool = field(True, "one nn.scan over the blocks (compile time flat in depth)")
+    unroll_layers: int = field(0, "blocks per iteration of that scan; 0 = all (straight-line code: faster on "
+                                  "CPU, compile time grows with depth)", resume="free")
     remat: bool = field(False, "recompute each block's activations in the backward pass (saves memory)",
                         resume="free")
     dtype: str = field("float32", "computation dtype: float32 | bfloat16 (params stay float32; for GPU/TPU)")
@@ -103,6 +105,8 @@ class Config(TextLMConfig):
             if getattr(self, name) > most:
                 raise UsageError(f"--{name.replace('_', '-')} must be at most {most:,}, got {getattr(self, name):,}: "
                                  "lower it")
+        if self.unroll_layers < 0:
+            raise UsageError(f"--unroll-layers must be >= 0 (0 = all), got {self.unroll_layers}")
         if self.min_len > self.max_len:
             raise UsageError(f"--min-len {self.min_len} is greater than --max-len {self.max_len}: lower --min-len "
                              "or raise --max-len")
@@ -120,6 +124,7 @@ class Config(TextLMConfig):
         """What the lm and the encoder-decoder share."""
         return dict(d_model=self.d_model, num_heads=self.heads, num_kv_heads=self.kv_heads or None,
                     dropout=self.dropout, pos=self.pos, norm=self.norm, scan=self.scan_layers, remat=self.remat,
+                    unroll=self.unroll_layers or self.layers,
                     dtype=DTYPES[self.dtype], implementation=self.attention, tie_embeddings=self.tie_embeddings)
 
 

@@ -33,7 +33,7 @@ EXPERIMENTS = ("cnn", "mlp", "rnn", "transformer", "diffusion")
 def _start_jax() -> None:
     """XLA flags before jax is imported; compiled programs cached on disk, so the second `jaxdl
     predict` on a run skips compilation (JAXDL_CACHE names the folder; empty turns it off)."""
-    runtime.configure_xla()
+    runtime.configure()
     import jax
 
     cache = os.environ.get("JAXDL_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "jaxdl", "xla"))

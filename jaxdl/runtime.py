@@ -1,6 +1,6 @@
-"""Process-level settings: XLA flags (applied by the experiment and benchmark scripts before jax is
-imported), which process writes files (`is_primary`), and this device's measured matmul rate, the
-denominator of model FLOPs utilisation.
+"""Process-level settings: XLA flags and the C allocator's (`configure()`, called by the experiment
+and benchmark scripts before jax is imported), which process writes files (`is_primary`), and this
+device's measured matmul rate, the denominator of model FLOPs utilisation.
 
 On XLA:CPU, `--xla_cpu_experimental_ynn_fusion_type=dot` sends dots and the
 weight-gradient convolutions through the YNNPACK library instead of Eigen: the
@@ -11,10 +11,20 @@ a subprocess per jaxlib build and remembered in ~/.cache/jaxdl/xla_cpu_flags.jso
 ($XDG_CACHE_HOME), never added twice, and never when JAXDL_XLA_DEFAULTS=0. It changes
 summation order only (float32 results agree to ~1e-6 relative); GPU and TPU
 backends ignore it. `xla_flags()` says which flags are in force (summary.json).
+
+XLA:CPU allocates each step's temporaries (activations, gradients: tens to hundreds of MB) with
+malloc and frees them at the step's end. glibc serves a block that large with mmap and returns it to
+the kernel on free, so every step page-faults its whole working set back in: ~12,000 faults and a
+quarter of the GPT step of benchmarks/lm_vs_torch.py on a 2-core VM. `configure_allocator()` keeps
+such blocks on the heap and the freed memory in the process (`mallopt`, glibc only; MALLOC_SETTINGS),
+unless JAXDL_MALLOC_DEFAULTS=0 or the environment sets glibc's own malloc variables. The cost: the
+process keeps its peak heap (up to M_TRIM_THRESHOLD of it free) instead of returning it.
+`allocator_settings()` says what was set (summary.json).
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import json
 import os
@@ -74,6 +84,44 @@ def supported_cpu_flags() -> list[str]:
         except OSError:  # a read-only home: probe again next time
             pass
     return [flag for flag in CPU_FLAGS if known.get(flag) is True]
+
+
+# glibc's mallopt parameters (malloc.h) and the values set: blocks up to 512 MB come from the heap,
+# up to 1 GB of freed heap stays in the process, and the heap grows 64 MB beyond each request
+MALLOC_SETTINGS = {"M_MMAP_THRESHOLD": (-3, 512 << 20), "M_TRIM_THRESHOLD": (-1, 1 << 30), "M_TOP_PAD": (-2, 64 << 20)}
+_allocator: dict[str, int] = {}
+
+
+def configure() -> list[str]:
+    """Everything a jaxdl process sets before importing jax: the allocator, then the XLA flags
+    (returned: the flags added)."""
+    configure_allocator()
+    return configure_xla()
+
+
+def configure_allocator() -> dict[str, int]:
+    """Apply MALLOC_SETTINGS with glibc's mallopt, once; returns those applied (glibc refuses a value
+    it does not allow). Nothing on other C libraries, with JAXDL_MALLOC_DEFAULTS=0, or where the
+    environment already tunes malloc (MALLOC_*_ or GLIBC_TUNABLES)."""
+    if _allocator or os.environ.get("JAXDL_MALLOC_DEFAULTS", "1") == "0" or "GLIBC_TUNABLES" in os.environ:
+        return dict(_allocator)
+    if any(k.startswith("MALLOC_") for k in os.environ):
+        return {}
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return {}
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError, ValueError):  # not glibc (macOS, musl, Windows)
+        return {}
+    for name, (param, value) in MALLOC_SETTINGS.items():
+        if mallopt(ctypes.c_int(param), ctypes.c_int(value)) == 1:
+            _allocator[name] = value
+    return dict(_allocator)
+
+
+def allocator_settings() -> dict[str, int]:
+    """The mallopt settings `configure_allocator` applied in this process ({} if none)."""
+    return dict(_allocator)
 
 
 def configure_xla() -> list[str]:

@@ -19,6 +19,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from jaxdl import runtime  # noqa: E402
+
+runtime.configure_allocator()  # as the experiments do: no page faults re-taking each step's temporaries
+
 _CACHE = os.environ.get("JAXDL_TEST_XLA_CACHE")
 if _CACHE is None:  # the first process (xdist's controller, or the only one): workers inherit it
     _CACHE = os.environ["JAXDL_TEST_XLA_CACHE"] = tempfile.mkdtemp(prefix="jaxdl-test-xla-cache-")

@@ -3,7 +3,8 @@
 The engine does not know what is inside (the tasks fill it: the model's class and fields, classes,
 normalisation, tokenizer, noise schedule, ...); it adds where the checkpoints are and which one is
 best, writes the file when a run starts, and refuses to resume a workdir whose description differs
-in anything but the checkpoint directory, naming the fields that differ.
+in anything but the checkpoint directory and the model fields that change how it computes, not
+what (HOW_FIELDS), naming the fields that differ.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ from jaxdl.train.checkpoint import restore_params
 
 FILE = "model.json"
 FORMAT = 1  # bumped when a reader of an older model.json would misread a newer one
-_MAY_CHANGE = ("checkpoints.directory",)  # a run may move its checkpoints (e.g. to a bucket)
+# model fields that change how a model computes, not what nor its params: recompute in the backward
+# pass, layers per scan iteration, the attention kernel
+HOW_FIELDS = ("remat", "unroll", "implementation")
+# a run may move its checkpoints (e.g. to a bucket) and change HOW_FIELDS
+_MAY_CHANGE = ("checkpoints.directory", *(f"model.fields.{name}" for name in HOW_FIELDS))
 SUBTREES = {"params": ("params",), "ema": ("extras", "ema")}  # where in the TrainState inference params live
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxdl.runtime import is_primary, xla_flags
+from jaxdl.runtime import allocator_settings, is_primary, xla_flags
 
 
 def _plain(v: Any) -> Any:
@@ -60,13 +60,14 @@ def read_events(path: str) -> list[dict]:
 def write_summary(workdir: str, summary: dict[str, Any]) -> str:
     """Write summary.json atomically (a crash never leaves half a file).
 
-    Adds `xla_flags`, the XLA flags in force. A figure this invocation could not measure (None, e.g. throughput when a finished run is
+    Adds `xla_flags`, the XLA flags in force, and `malloc`, the allocator settings jaxdl applied. A figure this invocation could not measure (None, e.g. throughput when a finished run is
     rerun and trains nothing) keeps the value an earlier invocation wrote.
     """
     path = os.path.join(workdir, "summary.json")
     if not is_primary():
         return path
-    summary = {**summary, "xla_flags": xla_flags()}  # the flags this process ran with (jaxdl/runtime.py)
+    # the flags and allocator settings this process ran with (jaxdl/runtime.py)
+    summary = {**summary, "xla_flags": xla_flags(), "malloc": allocator_settings()}
     if os.path.exists(path):
         with open(path) as f:
             earlier = json.load(f)

@@ -104,14 +104,18 @@ def test_scanned_and_looped_layers_agree(kind):
         np.testing.assert_allclose(x, y, rtol=0, atol=1e-5)
 
 
-def test_remat_gives_the_same_loss_and_gradients():
-    """DecoderLM, scanned, dropout 0.1 on, the same dropout key: remat=True == remat=False for the loss and every
+@pytest.mark.parametrize("how", [{"remat": True}, {"unroll": 2}, {"unroll": 2, "num_layers": 3}],
+                         ids=["remat", "unroll", "unroll-with-remainder"])
+def test_remat_and_unroll_give_the_same_loss_and_gradients(how):
+    """DecoderLM, scanned, dropout 0.1 on, the same dropout key: remat=True (or 2 layers per scan iteration, also
+    with a remainder) == the plain scan for the loss and every
     gradient (rtol 1e-5, plus 1e-6 of the largest gradient for entries that are rounding noise around zero, such as
     the key bias's: softmax ignores a shift shared by a whole row). Another key gives another loss (dropout is on)."""
     rng = np.random.default_rng(1)
     tokens = _tokens(rng, (2, 6))
     targets = np.roll(tokens, -1, axis=1)
-    plain, remat = _lm(dropout=0.1), _lm(dropout=0.1, remat=True)
+    layers = {"num_layers": how["num_layers"]} if "num_layers" in how else {}
+    plain, remat = _lm(dropout=0.1, **layers), _lm(dropout=0.1, **how)
     params = _params(plain, rng, tokens)
     assert jax.tree.structure(params) == jax.tree.structure(jax.eval_shape(remat.init, jax.random.key(0), tokens))
 

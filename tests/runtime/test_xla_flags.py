@@ -66,5 +66,7 @@ def test_configure_adds_what_jaxlib_accepts_once(env, tmp_path):
 
 def test_summary_records_the_flags(tmp_path, monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", KNOWN)
+    monkeypatch.setattr(runtime, "_allocator", {"M_TOP_PAD": 1 << 26})
     write_summary(str(tmp_path), {"steps": 1})
-    assert json.loads((tmp_path / "summary.json").read_text()) == {"steps": 1, "xla_flags": KNOWN}
+    assert json.loads((tmp_path / "summary.json").read_text()) == {"steps": 1, "xla_flags": KNOWN,
+                                                                    "malloc": {"M_TOP_PAD": 1 << 26}}

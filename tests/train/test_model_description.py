@@ -32,3 +32,13 @@ def test_a_real_change_is_still_named(tmp_path):
         description.check(str(tmp_path), model_json(old.clone(gelu="tanh")))
     with pytest.raises(UsageError, match=r"model\.fields\.d_model: 32 -> 64"):
         description.check(str(tmp_path), model_json(old.clone(d_model=64)))
+
+
+def test_how_it_computes_may_change_on_resume(tmp_path):
+    """remat, layers per scan iteration and the attention kernel change how the model computes, not what
+    (the flags are resume="free"): a resume that changes them is accepted."""
+    old = DecoderLM(vocab_size=65, d_model=32, num_layers=2, num_heads=2)
+    (tmp_path / "model.json").write_text(json.dumps(model_json(old)))
+    description.check(str(tmp_path), model_json(old.clone(remat=True, unroll=2, implementation="cudnn")))
+    with pytest.raises(UsageError, match=r"model\.fields\.scan: True -> False"):  # another param tree
+        description.check(str(tmp_path), model_json(old.clone(scan=False, remat=True)))
