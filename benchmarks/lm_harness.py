@@ -11,7 +11,9 @@ it, with jaxdl's initial weights copied in); `LMComparison` does the rest, the s
                     after torch.nn.utils.clip_grad_norm_). JAX's compile is timed apart and the first
                     step of each framework is run apart; the other steps are split into --rounds
                     interleaved rounds (which framework goes first alternates), continuing the same two
-                    training runs, so machine noise hits both alike; tokens/s = the median over rounds
+                    training runs, so machine noise hits both alike; tokens/s = the median over rounds;
+                    also each framework's minor page faults per timed step (getrusage), the cost of
+                    memory the C allocator returned to the kernel and takes back (jaxdl.runtime)
   validate          the same validation loss definition on the same `eval_windows` for both
   report            the summary rows, the markdown table, the verdict lines and the JSON figures
 
@@ -79,6 +81,13 @@ def finish_args(p, argv, positive, check=None, quick=None):
         p.error(f"--steps must be at least --rounds + 1 = {args.rounds + 1} (one untimed first step, then "
                 "at least one step per round)")
     return args
+
+
+def minor_faults() -> int:
+    """This process's minor page faults so far (pages the kernel had to map in again)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 class LMComparison:
@@ -194,13 +203,15 @@ class LMComparison:
 
         blocks = [len(b) for b in np.array_split(np.arange(args.steps - 1), args.rounds)]
         per_round = self.per_round = {name: [] for name in runners}
+        faults = self.faults = {name: 0 for name in runners}
         print(f"\ntraining {args.steps} steps each: {args.rounds} interleaved rounds of {min(blocks)}-{max(blocks)} "
               "steps per framework after the first step")
         for r, k in enumerate(blocks):
             for name in (FRAMEWORKS if r % 2 == 0 else FRAMEWORKS[::-1]):
-                t = time.perf_counter()
+                f, t = minor_faults(), time.perf_counter()
                 runners[name](k)
                 per_round[name].append(k * self.tokens_per_step / (time.perf_counter() - t))
+                faults[name] += minor_faults() - f
             print(f"  round {r + 1}/{args.rounds}: steps {step['jaxdl']}, "
                   + ", ".join(f"{n} {per_round[n][-1]:,.0f} tok/s" for n in runners)
                   + f"; train loss jaxdl {float(losses['jaxdl'][-1]):.4f}, "
@@ -233,7 +244,8 @@ class LMComparison:
             tps, val = statistics.median(self.per_round[name]), self.val[name]
             rows[name] = {"tokens_per_s": tps, "ms_per_step": 1e3 * self.tokens_per_step / tps,
                           "compile_s": self.compile_s if name == "jaxdl" else None,
-                          "first_step_s": self.first_step_s[name], **extra(tps), "val_loss": val["loss"],
+                          "first_step_s": self.first_step_s[name], **extra(tps),
+                          "page_faults_per_step": self.faults[name] / (self.args.steps - 1), "val_loss": val["loss"],
                           "val_bpc": val["bpc"], "val_accuracy": val["accuracy"],
                           "tokens_per_s_rounds": self.per_round[name], "eval_s": self.eval_s[name]}
         self.ratio = rows["jaxdl"]["tokens_per_s"] / rows["PyTorch"]["tokens_per_s"]
@@ -245,13 +257,15 @@ class LMComparison:
 
     def print_table(self, extra_columns=()) -> None:
         """The markdown table; `extra_columns`: (header, row -> cell) pairs after the compile column."""
-        headers = ["tokens/s", "ms/step", "compile s", *(h for h, _ in extra_columns), "val loss (nats)", "val bpc"]
+        headers = ["tokens/s", "ms/step", "compile s", *(h for h, _ in extra_columns), "page faults/step",
+                   "val loss (nats)", "val bpc"]
         print("| framework | " + " | ".join(headers) + " |")
         print("|---|" + "---:|" * len(headers))
         for name, r in self.rows.items():
             comp = f"{r['compile_s']:.2f}" if r["compile_s"] is not None else "- (eager)"
             cells = [name, f"{r['tokens_per_s']:,.0f}", f"{r['ms_per_step']:.1f}", comp,
-                     *(cell(r) for _, cell in extra_columns), f"{r['val_loss']:.4f}", f"{r['val_bpc']:.4f}"]
+                     *(cell(r) for _, cell in extra_columns), f"{r['page_faults_per_step']:,.0f}",
+                     f"{r['val_loss']:.4f}", f"{r['val_bpc']:.4f}"]
             print("| " + " | ".join(cells) + " |")
 
     def print_summary(self) -> None:

@@ -133,6 +133,7 @@ def test_lm_against_torch_quick(script, env):
     for row in rows.values():
         product_is(row["tokens/s"], row["ms/step"], 1e3 * tokens_per_step)
         ratio_is(row["val bpc"], row["val loss (nats)"], scale=1 / math.log(2))
+        assert float(row["page faults/step"].replace(",", "")) >= 0
     assert float(rows["jaxdl"]["compile s"]) >= 0 and rows["PyTorch"]["compile s"] == "- (eager)"
     if script == "lm_vs_torch.py":  # MFU = model GFLOP/s over the measured peak (a tiny model's can print 0.0)
         peak = re.search(r"float32 matmul peak of ([\d,.]+) GFLOP/s", out)[1]

@@ -61,6 +61,7 @@ FILE_TINY = {"train_my_net.py": [("for step in range(100):", "for step in range(
 # bare `python benchmarks/X.py` is that run (with flags or an env prefix, the page's command runs here)
 QUICK_ALONE = ("accelerator.py", "cnn_vs_torch.py", "generation_speed.py", "input_pipeline.py", "lm_vs_torch.py",
                "rnn_vs_torch.py")
+QUICK_RUN = {"steps": 6, "rounds": 2}  # what a page's --steps and --rounds become for a benchmark
 SETUP = ("python3 -m venv", "python -m venv", ". .venv/bin/activate", "source .venv/bin/activate")
 
 
@@ -532,7 +533,9 @@ def shim(argv: list[str]) -> None:
         os.execv(sys.executable, [sys.executable, *argv[1:]])
     if argv[0] == "python" and argv[1].startswith("benchmarks/"):
         os.environ["XLA_FLAGS"] = quick_xla_flags()  # a --quick figure means nothing
-        sys.argv = [argv[1], *argv[2:], "--quick"]
+        # the page's --steps/--rounds are parsed, then the quick run's own win (the last of a repeated flag)
+        again = [w for flag, quick in QUICK_RUN.items() if f"--{flag}" in argv for w in (f"--{flag}", str(quick))]
+        sys.argv = [argv[1], *argv[2:], "--quick", *again]
         sys.path.insert(0, os.getcwd())
         runpy.run_path(argv[1], run_name="__main__")
         return
