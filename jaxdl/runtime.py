@@ -15,7 +15,7 @@ backends ignore it. `xla_flags()` says which flags are in force (summary.json).
 XLA:CPU allocates each step's temporaries (activations, gradients: tens to hundreds of MB) with
 malloc and frees them at the step's end. glibc serves a block that large with mmap and returns it to
 the kernel on free, so every step page-faults its whole working set back in: ~12,000 faults and a
-quarter of the GPT step of benchmarks/lm_vs_torch.py on a 2-core VM. `configure_allocator()` keeps
+fifth of the GPT step of benchmarks/lm_vs_torch.py on a 2-core VM. `configure_allocator()` keeps
 such blocks on the heap and the freed memory in the process (`mallopt`, glibc only; MALLOC_SETTINGS),
 unless JAXDL_MALLOC_DEFAULTS=0 or the environment sets glibc's own malloc variables. The cost: the
 process keeps its peak heap (up to M_TRIM_THRESHOLD of it free) instead of returning it.
@@ -102,7 +102,7 @@ def configure() -> list[str]:
 def configure_allocator() -> dict[str, int]:
     """Apply MALLOC_SETTINGS with glibc's mallopt, once; returns those applied (glibc refuses a value
     it does not allow). Nothing on other C libraries, with JAXDL_MALLOC_DEFAULTS=0, or where the
-    environment already tunes malloc (MALLOC_*_ or GLIBC_TUNABLES)."""
+    environment already tunes malloc (a MALLOC_* variable or GLIBC_TUNABLES)."""
     if _allocator or os.environ.get("JAXDL_MALLOC_DEFAULTS", "1") == "0" or "GLIBC_TUNABLES" in os.environ:
         return dict(_allocator)
     if any(k.startswith("MALLOC_") for k in os.environ):
