@@ -103,9 +103,10 @@ def configure_allocator() -> dict[str, int]:
     """Apply MALLOC_SETTINGS with glibc's mallopt, once; returns those applied (glibc refuses a value
     it does not allow). Nothing on other C libraries, with JAXDL_MALLOC_DEFAULTS=0, or where the
     environment already tunes malloc (a MALLOC_* variable or GLIBC_TUNABLES)."""
-    if _allocator or os.environ.get("JAXDL_MALLOC_DEFAULTS", "1") == "0" or "GLIBC_TUNABLES" in os.environ:
+    if _allocator:
         return dict(_allocator)
-    if any(k.startswith("MALLOC_") for k in os.environ):
+    if os.environ.get("JAXDL_MALLOC_DEFAULTS", "1") == "0" or any(
+            k == "GLIBC_TUNABLES" or k.startswith("MALLOC_") for k in os.environ):
         return {}
     try:
         if not os.confstr("CS_GNU_LIBC_VERSION"):
