@@ -144,6 +144,49 @@ def sample_grid(images_PNHWC: np.ndarray, row_titles: list[str], out_png: str, m
     _save(fig, out_png)
 
 
+def accuracy_vs_lag(accuracy: dict[str, list[float]], lags: list[int], out_png: str, solved: float | None = None,
+                    chance: float | None = None) -> None:
+    """Test accuracy against the lag, one line per model (name -> one accuracy per lag), lags on a log axis."""
+    fig, ax = _pyplot().subplots(figsize=(6, 4))
+    for name, values in accuracy.items():
+        ax.plot(lags, values, marker="o", label=name)
+    if solved is not None:
+        ax.axhline(solved, color="k", linestyle=":", linewidth=1, label=f"solved ({solved:.0%})")
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance ({chance:.1%})")
+    if len(lags) > 1 and max(lags) / min(lags) >= 10:
+        ax.set_xscale("log")
+    ax.set_xticks(lags, [str(lag) for lag in lags])
+    ax.minorticks_off()
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("lag (steps between the symbol and the answer)")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    _save(fig, out_png)
+
+
+def gradient_vs_distance(norms: dict[str, dict[str, list[float]]], out_png: str, mark: int | None = None) -> None:
+    """||d loss / d h_{T-1-k}|| against k, on a log y-axis: one colour per model (name -> {"init":
+    norms, "trained": norms}, index k = k steps back), dashed at initialisation, solid after training."""
+    fig, ax = _pyplot().subplots(figsize=(6.5, 4))
+    for i, (name, curves) in enumerate(norms.items()):
+        for when, style in (("init", "--"), ("trained", "-")):
+            if when in curves:
+                y = np.asarray(curves[when], np.float64)
+                ax.plot(np.arange(len(y)), np.where(y > 0, y, np.nan), style, color=f"C{i}", label=f"{name}, {when}")
+    if mark is not None:
+        ax.axvline(mark, color="k", linestyle=":", linewidth=1, label=f"the symbol ({mark} back)")
+    ax.set_yscale("log")
+    ax.set_xlabel("k: steps back from the last step")
+    ax.set_ylabel("mean ||d loss / d h_(T-1-k)||")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    _save(fig, out_png)
+
+
 def _save(fig, out_png: str) -> None:
     if not is_primary():
         _pyplot().close(fig)
