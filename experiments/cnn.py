@@ -3,6 +3,7 @@
     python experiments/cnn.py                          # bundled digits, offline
     python experiments/cnn.py --dataset mnist          # TFDS (downloads once)
     python experiments/cnn.py --dataset folder:PATH    # PATH/<split>/<class>/*.png
+    python experiments/cnn.py --norm batch             # batch norm after each convolution
 
 Writes --workdir: summary.json, metrics.jsonl, checkpoints/, curves.png,
 confusion_matrix.png. Running the same command again resumes.
@@ -31,6 +32,7 @@ from jaxdl.data.images import check_spec, load_images  # noqa: E402
 from jaxdl.errors import UsageError  # noqa: E402
 from jaxdl.train.warm_start import warm_start  # noqa: E402
 from jaxdl.models.cnn import MyNet  # noqa: E402
+from jaxdl.tasks.model_state import check_norm  # noqa: E402
 from jaxdl.tasks.classification import ImageClassifier, report  # noqa: E402
 from jaxdl.tasks.run_info import classifier_info  # noqa: E402
 from jaxdl.train import TrainConfig, TrainState, fit, make_optimizer, make_train_step  # noqa: E402
@@ -49,6 +51,7 @@ class Config(TrainConfig):
     num_classes: int = field(0, "output classes; 0 = the dataset's")
     pool: str = field("max", "pooling: max | avg")
     dropout: float = field(0.5, "dropout rate before each dense layer")
+    norm: str = field("none", "none | batch (batch norm after each convolution, running statistics for evaluation)")
     rotation: float = field(10.0, "random rotation range in degrees (+-)")
     brightness: float = field(0.2, "brightness jitter")
     contrast: float = field(0.2, "contrast jitter")
@@ -66,6 +69,7 @@ class Config(TrainConfig):
             raise UsageError(f"--pool must be max or avg, got {self.pool!r}")
         if not 0 <= self.dropout < 1:
             raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
+        check_norm(self.norm)
         for name in ("brightness", "contrast"):
             if not 0 <= getattr(self, name) < 1:
                 raise UsageError(f"--{name} must be in [0, 1) (factors are drawn from [1 - j, 1 + j]), got {getattr(self, name)}")
@@ -92,7 +96,7 @@ def main(argv=None) -> dict:
         raise UsageError(f"--batch-size {cfg.batch_size} exceeds the {len(data.train)} training images: lower it")
     print(f"{data.name}: {len(data.train)} train / {len(data.test)} test images "
           f"{data.train.images.shape[1:]}, {num_classes} classes; device {device_description()}")
-    model = MyNet(num_classes, cfg.image_size, cfg.channels, cfg.pool, cfg.dropout)
+    model = MyNet(num_classes, cfg.image_size, cfg.channels, cfg.pool, cfg.dropout, cfg.norm)
     preprocess = ImagePreprocess(cfg.image_size, cfg.channels, data.mean, data.std,
                                  cfg.rotation, cfg.brightness, cfg.contrast)
     task = ImageClassifier(model, preprocess)

@@ -4,6 +4,7 @@
     python experiments/mlp.py --task sine                    # regression (MSE); fit.png
     python experiments/mlp.py --task digits --backprop manual
     python experiments/mlp.py --task digits --ensemble 8     # 8 seeds, one vmapped step, one compile
+    python experiments/mlp.py --task digits --norm batch     # batch norm before each hidden activation
     python experiments/mlp.py --task sine --lrs 1e-3,3e-3,1e-2,3e-2   # a learning-rate sweep, one step
     python experiments/mlp.py --task sine --compare-activations   # activations.png
 
@@ -34,6 +35,7 @@ from jaxdl.data.augment import ImagePreprocess  # noqa: E402
 from jaxdl.errors import UsageError  # noqa: E402
 from jaxdl.train.warm_start import warm_start  # noqa: E402
 from jaxdl.models.mlp import ACTIVATIONS, MLP  # noqa: E402
+from jaxdl.tasks.model_state import check_norm  # noqa: E402
 from jaxdl.tasks.run_info import classifier_info, vector_info  # noqa: E402
 from jaxdl.tasks.vector import LOSS_FOR_TASK, VectorTask  # noqa: E402
 from jaxdl.train import TrainConfig, TrainState, fit, make_optimizer, make_train_step  # noqa: E402
@@ -51,6 +53,7 @@ class Config(TrainConfig):
     activation: str = field("tanh", "sigmoid | relu | tanh | gelu | silu | identity (no hidden non-linearity)")
     hidden: str = field("64,64", "hidden layer widths, comma-separated")
     backprop: str = field("autodiff", "autodiff (jax.grad) | manual (the chain rule by hand)")
+    norm: str = field("none", "none | batch (batch norm before each hidden activation)")
     ensemble: int = field(1, "train N models at once in one vmapped step, seeds seed..seed+N-1")
     lrs: str = field("", "a learning-rate sweep in one vmapped step: one model per rate (e.g. 1e-3,1e-2), same seed")
     compare_activations: bool = field(False, "train every activation and plot their loss curves together")
@@ -72,6 +75,12 @@ class Config(TrainConfig):
             raise UsageError(f"unknown --activation {self.activation!r}: use one of {', '.join(ACTIVATIONS)}")
         if self.backprop not in ("autodiff", "manual"):
             raise UsageError(f"--backprop must be autodiff or manual, got {self.backprop!r}")
+        check_norm(self.norm)
+        if self.norm != "none" and self.backprop == "manual":
+            raise UsageError("--backprop manual differentiates dense layers and activations only: use --norm none "
+                             "or --backprop autodiff")
+        if self.norm != "none" and self.batch_size < 2:
+            raise UsageError(f"--norm {self.norm} needs batches of at least 2 examples, got --batch-size {self.batch_size}")
         if self.ensemble < 1:
             raise UsageError(f"--ensemble must be >= 1, got {self.ensemble}")
         if self.ensemble > 1024:
@@ -125,7 +134,7 @@ class Config(TrainConfig):
 def train_one(cfg: Config, activation: str, workdir: str) -> dict:
     t0 = time.perf_counter()
     data = load_vectors(cfg.task)
-    task = VectorTask(MLP(cfg.widths, data.outputs, activation), LOSS_FOR_TASK[cfg.task], cfg.backprop)
+    task = VectorTask(MLP(cfg.widths, data.outputs, activation, cfg.norm), LOSS_FOR_TASK[cfg.task], cfg.backprop)
     lrs = cfg.learning_rates
     seeds = [cfg.seed] * len(lrs) if cfg.lrs else [cfg.seed + i for i in range(cfg.ensemble)]
     many = len(seeds) > 1

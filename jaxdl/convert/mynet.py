@@ -126,6 +126,9 @@ def export(trained) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     if fields.get("pool", "max") != "max":
         raise UsageError(f"{trained.workdir} pools by {fields['pool']!r}; the seed's MY_NET max-pools, so its "
                          "weights would compute something else there")
+    if fields.get("norm", "none") != "none":
+        raise UsageError(f"{trained.workdir} has batch norm (--norm {fields['norm']}); the seed's MY_NET has none, "
+                         "so its weights would compute something else there")
     c = trained.info["classifier"]
     if c["flatten"]:
         raise UsageError(f"{trained.workdir} is an MLP on flattened images, not a MyNet")

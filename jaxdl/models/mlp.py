@@ -9,6 +9,10 @@ safer than taking the log of a probability), or to `softmax` to read class proba
 The "identity" activation is there on purpose: without a hidden non-linearity a stack of dense
 layers collapses to one affine map, which cannot separate XOR however wide or deep it is.
 `jaxdl.models.backprop` computes this module's gradients by hand, layer by layer.
+
+`norm="batch"` puts a batch norm (PyTorch's `BatchNorm1d` arithmetic, `jaxdl.models.norm`) between
+each hidden dense layer and its activation; its running statistics live in `batch_stats` (apply
+with `train=True, mutable=["batch_stats"]` while training).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from typing import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from jaxdl.models.norm import normalise
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "sigmoid": jax.nn.sigmoid,
@@ -39,14 +45,15 @@ class MLP(nn.Module):
     hidden: tuple[int, ...]  # widths of the hidden layers, in order; () is a linear model
     out: int  # width of the output (number of classes, or of regression targets)
     activation: str = "relu"  # a key of ACTIVATIONS, applied after every hidden layer
+    norm: str = "none"  # "none" or "batch": batch norm before every hidden activation
 
     @nn.compact
-    def __call__(self, x_BD: jax.Array) -> jax.Array:
+    def __call__(self, x_BD: jax.Array, train: bool = False) -> jax.Array:
         check_activation(self.activation)
         act = ACTIVATIONS[self.activation]
         x = x_BD
         for i, width in enumerate(self.hidden):
-            x = act(nn.Dense(width, name=f"dense{i}")(x))
+            x = act(normalise(self.norm, f"norm{i}")(nn.Dense(width, name=f"dense{i}")(x), train))
         return nn.Dense(self.out, name=f"dense{len(self.hidden)}")(x)
 
 

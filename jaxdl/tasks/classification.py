@@ -17,6 +17,7 @@ import optax
 
 from jaxdl import plots
 from jaxdl.data.augment import ImagePreprocess
+from jaxdl.tasks.model_state import apply_training
 
 
 class ImageClassifier:
@@ -31,10 +32,10 @@ class ImageClassifier:
     def loss(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array) -> tuple[jax.Array, dict]:
         k_augment, k_dropout = jax.random.split(rng)
         x_BHWC = self.preprocess.train(batch["image"], k_augment)
-        logits_BK = self.model.apply(params, x_BHWC, train=True, rngs={"dropout": k_dropout})
+        logits_BK, model_state = apply_training(self.model, params, x_BHWC, rngs={"dropout": k_dropout})
         loss = optax.softmax_cross_entropy_with_integer_labels(logits_BK, batch["label"]).mean()
         accuracy = (logits_BK.argmax(-1) == batch["label"]).mean()
-        return loss, {"loss": loss, "accuracy": accuracy}
+        return loss, {"loss": loss, "accuracy": accuracy, **model_state}
 
     def _eval_batch_fn(self, params: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
         logits_BK = self.model.apply(params, self.preprocess.eval(batch["image"]), train=False)

@@ -14,6 +14,7 @@ import optax
 
 from jaxdl.models import backprop
 from jaxdl.models.mlp import MLP
+from jaxdl.tasks.model_state import apply_training
 
 LOSS_FOR_TASK = {"xor": "bce", "sine": "mse", "digits": "softmax_ce"}
 MAIN_METRIC = {"bce": "accuracy", "mse": "mse", "softmax_ce": "accuracy"}
@@ -45,9 +46,9 @@ class VectorTask:
         return self.model.init(rng, batch["x"])
 
     def loss(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array) -> tuple[jax.Array, dict]:
-        logits = self.model.apply(params, batch["x"])
+        logits, model_state = apply_training(self.model, params, batch["x"])
         loss = optax_loss(self.loss_name, logits, batch["y"])
-        return loss, _metrics(self.loss_name, loss, logits, batch["y"])
+        return loss, {**_metrics(self.loss_name, loss, logits, batch["y"]), **model_state}
 
     def grad_fn(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array) -> tuple[Any, dict]:
         """Backpropagation by hand: forward keeping pre-activations, chain rule backwards."""
@@ -60,8 +61,9 @@ class VectorTask:
         return self.grad_fn if self.backprop_mode == "manual" else None
 
     def _evaluate_fn(self, params: Any, data: dict[str, jax.Array]) -> tuple[dict, jax.Array]:
-        _, metrics = self.loss(params, data, None)
-        return metrics, self.model.apply(params, data["x"])
+        logits = self.model.apply(params, data["x"])  # evaluation mode: running statistics, if any
+        loss = optax_loss(self.loss_name, logits, data["y"])
+        return _metrics(self.loss_name, loss, logits, data["y"]), logits
 
     def evaluate(self, params: Any, data: dict[str, Any], many: bool = False) -> dict[str, Any]:
         """Metrics on the whole split (per model when `many`), plus the model's outputs."""

@@ -41,7 +41,7 @@ from jaxdl.train.optim import make_schedule
 from jaxdl.train.per_example import private_grad_fn
 from jaxdl.train.preemption import StopRequests
 from jaxdl.train.profile import StepProfiler
-from jaxdl.train.state import TrainState, step_of
+from jaxdl.train.state import TrainState, split_model_state, step_of
 from jaxdl.train.step import TrainStep
 
 # params -> metrics: scalars (or, training N models, arrays of shape (N,)); anything else under "outputs"
@@ -135,6 +135,9 @@ def compile_step(train_step: Callable, state: TrainState, config: TrainConfig, m
         if config.dp_clip:
             if train_step.grad_fn is not None:
                 raise UsageError("--dp-clip needs gradients by jax.grad; this run computes its own (e.g. --backprop manual)")
+            if split_model_state(state.params)[1] is not None:
+                raise UsageError("--dp-clip needs each example's own gradient, which batch norm (--norm batch) does "
+                                 "not give (an example's output depends on its whole batch): drop one of them")
             options["grad_fn"] = private_grad_fn(train_step.loss_fn, config.dp_clip, config.dp_noise)
         train_step = train_step.replace(**options).jit_for(shardings, batch_sharding, parallel.replicated(mesh))
     elif config.dp_clip:

@@ -11,6 +11,26 @@ import optax
 from flax import struct
 
 
+# Collections a model updates as it runs rather than by gradients (batch norm's running statistics).
+# They live in `TrainState.params` beside "params" (so checkpoints, meshes, `jaxdl.load` and export
+# carry them like any weight); the optimizer sees only the rest. A loss that updates them returns the
+# new values in its metrics under MODEL_STATE, and the step puts them in place.
+MODEL_STATE_COLLECTIONS = ("batch_stats",)
+MODEL_STATE = "model_state"
+
+
+def split_model_state(variables: Any) -> tuple[Any, dict | None]:
+    """(what the optimizer trains, the model-state collections or None when there are none)."""
+    if not (isinstance(variables, dict) and any(k in variables for k in MODEL_STATE_COLLECTIONS)):
+        return variables, None
+    trained = {k: v for k, v in variables.items() if k not in MODEL_STATE_COLLECTIONS}
+    return trained, {k: v for k, v in variables.items() if k in MODEL_STATE_COLLECTIONS}
+
+
+def trained_part(variables: Any) -> Any:
+    return split_model_state(variables)[0]
+
+
 class TrainState(struct.PyTreeNode):
     step: jax.Array  # int32 scalar: optimizer steps taken
     params: Any
@@ -23,7 +43,7 @@ class TrainState(struct.PyTreeNode):
     @classmethod
     def create(cls, params: Any, optimizer: optax.GradientTransformation, seed: int,
                extras: dict | None = None) -> "TrainState":
-        return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
+        return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(trained_part(params)),
                    rng=jax.random.key_data(jax.random.key(seed)), extras=extras or {})
 
     def step_key(self) -> jax.Array:
@@ -37,7 +57,8 @@ def step_of(state: TrainState) -> int:
 
 
 def num_params(params: Any) -> int:
-    return int(sum(x.size for x in jax.tree.leaves(params)))
+    """Trainable numbers only: running statistics are buffers, as PyTorch counts them."""
+    return int(sum(x.size for x in jax.tree.leaves(trained_part(params))))
 
 
 def stack_states(states: list[TrainState]) -> TrainState:

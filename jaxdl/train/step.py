@@ -3,6 +3,11 @@
     loss_fn(params, batch, rng) -> (scalar loss, {name: scalar metric})
     train_step(state, batch) -> (state, metrics)      # state donated
 
+A model with running statistics (batch norm: `state.MODEL_STATE_COLLECTIONS` in its variables)
+is differentiated and updated in its other collections only; its loss returns the collections'
+new values in its metrics under `state.MODEL_STATE`, and the step keeps them (or, on a skipped
+step, the old ones).
+
 A step whose loss or gradient is not finite leaves params, optimizer state and
 EMA as they were (the step counter still advances, so the data order and keys
 stay those of an uninterrupted run) and counts itself in `state.skipped`.
@@ -20,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxdl.train.state import TrainState
+from jaxdl.train.state import MODEL_STATE, TrainState, split_model_state
 
 LossFn = Callable[[Any, Any, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
 GradFn = Callable[[Any, Any, jax.Array], tuple[Any, dict[str, jax.Array]]]
@@ -57,15 +62,29 @@ class TrainStep:
         return (jax.vmap(self._one) if self.many else self._one)(state, batch)
 
     def _one(self, state: TrainState, batch: Any) -> tuple[TrainState, dict[str, jax.Array]]:
-        grad_fn = self.grad_fn or jax.grad(self.loss_fn, has_aux=True)
-        grads, metrics = grad_fn(state.params, batch, state.step_key())
+        trained, model_state = split_model_state(state.params)
+        if model_state is None:
+            grad_fn = self.grad_fn or jax.grad(self.loss_fn, has_aux=True)
+            grads, metrics = grad_fn(state.params, batch, state.step_key())
+        else:
+            if self.grad_fn is not None:
+                raise ValueError("a model with running statistics (batch norm) takes its gradients from jax.grad, "
+                                 "not from a grad_fn")
+            loss_fn = lambda p, b, k: self.loss_fn({**p, **model_state}, b, k)
+            grads, metrics = jax.grad(loss_fn, has_aux=True)(trained, batch, state.step_key())
+            metrics = dict(metrics)
+            new_model_state = metrics.pop(MODEL_STATE)
         finite = all_finite(grads) & all_finite(metrics.get("loss", 0.0))
+        if model_state is not None:
+            finite = finite & all_finite(new_model_state)
         stopped = (state.bad_streak >= self.max_bad_steps) if self.max_bad_steps else jnp.array(False)
         ok = finite & ~stopped
 
         def update(_: None) -> tuple[Any, Any, dict]:
-            updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
-            params = optax.apply_updates(state.params, updates)
+            updates, opt_state = self.optimizer.update(grads, state.opt_state, trained)
+            params = optax.apply_updates(trained, updates)
+            if model_state is not None:
+                params = {**params, **new_model_state}
             extras = state.extras
             if self.ema_decay is not None:
                 rate = 1.0 - ema_decay_at(state.step, self.ema_decay)
