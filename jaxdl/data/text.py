@@ -6,7 +6,8 @@ Specs (the same strings everywhere):
     tiny_shakespeare     a TFDS text dataset (also tfds:NAME); its own train/validation splits
 
 A text file or the embedded corpus is split contiguously: the first 90% trains, the last 10%
-validates. The character vocabulary is built from the whole text and saved with the run
+validates. The character vocabulary is built from the whole text; the trained tokenizers (bpe,
+word: jaxdl.data.subword) from the training split only. Either is saved with the run
 (`tokenizer.json`) so a checkpoint is always read with the vocabulary it was trained with.
 """
 
@@ -23,10 +24,11 @@ import numpy as np
 
 from jaxdl.errors import UsageError
 from jaxdl.data.batches import ENDLESS, positions
+from jaxdl.data.subword import VOCAB_SIZE, TrainedTokenizer, train_tokenizer, trained_tokenizer_from_json
 from jaxdl.runtime import is_primary, local_share
 
 EMBEDDED = "shakespeare"
-TOKENIZERS = ("char", "byte")
+TOKENIZERS = ("char", "byte", "bpe", "word")
 TRAIN_FRACTION = 0.9
 
 
@@ -72,7 +74,7 @@ class ByteTokenizer:
         return {"kind": self.kind}
 
 
-Tokenizer = CharTokenizer | ByteTokenizer
+Tokenizer = CharTokenizer | ByteTokenizer | TrainedTokenizer
 
 
 def tokenizer_from_json(d: dict, workdir: str | None = None) -> Tokenizer:
@@ -82,6 +84,8 @@ def tokenizer_from_json(d: dict, workdir: str | None = None) -> Tokenizer:
         from jaxdl.data.pretrained_tokenizers import pretrained_tokenizer_from_json
 
         return pretrained_tokenizer_from_json(d, workdir)
+    if d["kind"] in ("bpe", "word"):
+        return trained_tokenizer_from_json(d)
     return CharTokenizer(d["chars"]) if d["kind"] == "char" else ByteTokenizer()
 
 
@@ -118,7 +122,8 @@ class TextData:
 
     @property
     def tokens_per_char(self) -> float:
-        """Validation tokens per character: 1 for characters, about 1.0-1.5 for UTF-8 bytes."""
+        """Validation tokens per character: 1 for characters, about 1.0-1.5 for UTF-8 bytes, below 1
+        for bpe and word (so bits per character = nats per token x this / ln 2 compares them all)."""
         return len(self.valid) / self.valid_chars
 
 
@@ -164,8 +169,11 @@ def _tfds_text(name: str, data_dir: str | None) -> tuple[str, str]:
     return train, valid
 
 
-def load_text(spec: str, tokenizer: str = "char", data_dir: str | None = None) -> TextData:
-    """Read a text spec, build (or take) the tokenizer, encode, split."""
+def load_text(spec: str, tokenizer: str = "char", data_dir: str | None = None, vocab_size: int = VOCAB_SIZE,
+              saved: dict | None = None) -> TextData:
+    """Read a text spec, build the tokenizer (bpe, word: at most `vocab_size` tokens, trained on the
+    training split), encode, split. `saved`, a run's tokenizer entry (a run resumed or fine-tuned
+    from), is used instead when it is of the same kind and encodes the whole text."""
     if tokenizer not in TOKENIZERS:
         raise UsageError(f"unknown --tokenizer {tokenizer!r}: use one of {', '.join(TOKENIZERS)}")
     if spec == EMBEDDED:
@@ -181,7 +189,16 @@ def load_text(spec: str, tokenizer: str = "char", data_dir: str | None = None) -
         train_text, valid_text = text[:cut], text[cut:]
     else:
         train_text, valid_text = _tfds_text(spec.removeprefix("tfds:"), data_dir)
-    tok = CharTokenizer(train_text + valid_text) if tokenizer == "char" else ByteTokenizer()
+    if saved is not None and saved.get("kind") == tokenizer:
+        tok = tokenizer_from_json(saved)
+        try:
+            return TextData(spec, tok, tok.encode(train_text), tok.encode(valid_text), len(valid_text))
+        except UsageError:  # characters it lacks: a new vocabulary
+            pass
+    if tokenizer in ("bpe", "word"):
+        tok = train_tokenizer(tokenizer, train_text, vocab_size)
+    else:
+        tok = CharTokenizer(train_text + valid_text) if tokenizer == "char" else ByteTokenizer()
     return TextData(spec, tok, tok.encode(train_text), tok.encode(valid_text), len(valid_text))
 
 
@@ -199,10 +216,11 @@ def check_seq_len(data: TextData, seq_len: int) -> None:
 def default_prompt(data: TextData) -> str:
     """A newline (a new line, a new speaker, a new paragraph), or the text's first character."""
     try:
-        data.tokenizer.encode("\n")
-        return "\n"
+        ids = data.tokenizer.encode("\n")
     except UsageError:
-        return data.tokenizer.decode(data.train[:1])
+        ids = None
+    known = ids is not None and getattr(data.tokenizer, "unknown_id", -1) not in ids.tolist()
+    return "\n" if known else data.tokenizer.decode(data.train[:1])
 
 
 def window_batches(tokens: np.ndarray, batch_size: int, seq_len: int, seed: int) -> grain.MapDataset:

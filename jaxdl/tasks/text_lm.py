@@ -16,8 +16,9 @@ import flax.linen as nn
 import jax
 
 from jaxdl.cli import field, fixed
+from jaxdl.data.subword import VOCAB_SIZE
 from jaxdl.data.text import (EMBEDDED, TextData, check_seq_len, default_prompt, eval_windows, load_text,
-                             save_tokenizer, tokenizer_from_json, window_batches)
+                             save_tokenizer, window_batches)
 from jaxdl.errors import UsageError
 from jaxdl.train.warm_start import warm_start
 from jaxdl.train.description import read_info
@@ -37,7 +38,10 @@ class TextLMConfig(TrainConfig):
     eval_every: int = field(250, "evaluate, print a sample and checkpoint every N steps")
     dataset: str = field(EMBEDDED, f"{EMBEDDED} (embedded, offline) | text:PATH | tiny_shakespeare | tfds:NAME")
     data_dir: str = field("", "TFDS data directory (default: TFDS's own)", resume="free")
-    tokenizer: str = field("char", "char (one id per character of the text) | byte (UTF-8 bytes, 256 ids)")
+    tokenizer: str = field("char", "char (one id per character of the text) | byte (UTF-8 bytes, 256 ids) | "
+                                   "bpe (byte-level BPE) | word (words, spaces, punctuation; [UNK] for the rest)")
+    vocab_size: int = field(VOCAB_SIZE, "bpe, word: the most tokens, trained on the training split (char and byte "
+                                        "vocabularies come from the text: leave it)")
     prompt: str = field("", "text the samples continue; empty = a newline (the text's first character if it has none)",
                         resume="free")
     sample_length: int = field(300, "tokens generated after the prompt", resume="free")
@@ -53,6 +57,7 @@ class TextLMConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         from jaxdl.cli import check_path
+        from jaxdl.data.subword import KINDS, check_vocab_size
         from jaxdl.data.text import TOKENIZERS
 
         super().__post_init__()
@@ -72,6 +77,11 @@ class TextLMConfig(TrainConfig):
                              "lower it")
         if self.tokenizer not in TOKENIZERS:
             raise UsageError(f"unknown --tokenizer {self.tokenizer!r}: use one of {', '.join(TOKENIZERS)}")
+        if self.tokenizer in KINDS:
+            check_vocab_size(self.tokenizer, self.vocab_size)
+        elif self.vocab_size != VOCAB_SIZE:  # a flag that would do nothing is a mistake worth naming
+            raise UsageError(f"--vocab-size is for --tokenizer bpe or word; a {self.tokenizer} vocabulary comes from "
+                             f"the text: drop --vocab-size {self.vocab_size}")
         _, colon, path = self.dataset.partition(":")
         if not self.dataset or (colon and not path):
             raise UsageError(f"--dataset {self.dataset!r} names no text: use {EMBEDDED}, text:PATH or a TFDS name")
@@ -88,11 +98,16 @@ def train_text_lm(cfg: TextLMConfig, build_model: Callable[[int], nn.Module], de
     Every bad input raises UsageError before anything is written.
     """
     t0 = time.perf_counter()
-    data = load_text(cfg.dataset, cfg.tokenizer, cfg.data_dir or None)
+    # A resumed run reads its text in its own saved vocabulary (e.g. a fine-tuned run's), a fine-tuning
+    # one in that of the run it starts from: trained tokenizers are not trained again.
     if cfg.resuming() and os.path.isfile(os.path.join(cfg.workdir, "model.json")):
-        data = _with_tokenizer_of(cfg.workdir, data)  # e.g. a fine-tuned run's vocabulary, resumed
-    elif cfg.warm_start_from():
-        data = _with_tokenizer_of(cfg.init_from, data)
+        source = cfg.workdir
+    else:
+        source = cfg.warm_start_from()
+    saved = read_info(source).get("tokenizer") if source else None
+    data = load_text(cfg.dataset, cfg.tokenizer, cfg.data_dir or None, cfg.vocab_size, saved)
+    if cfg.warm_start_from():
+        _say_vocabulary(cfg.init_from, saved, data)
     check_seq_len(data, cfg.seq_len)
     prompt = cfg.prompt or default_prompt(data)
     try:
@@ -102,7 +117,7 @@ def train_text_lm(cfg: TextLMConfig, build_model: Callable[[int], nn.Module], de
     if cfg.top_k > data.tokenizer.vocab_size:
         raise UsageError(f"--top-k {cfg.top_k} exceeds the vocabulary ({data.tokenizer.vocab_size} tokens)")
     print(f"{data.name}: {len(data.train):,} train / {len(data.valid):,} validation tokens, "
-          f"vocabulary {data.tokenizer.vocab_size} ({cfg.tokenizer}); device {device_description()}")
+          f"vocabulary {data.tokenizer.vocab_size} ({cfg.tokenizer}{_unknown(data)}); device {device_description()}")
     model = build_model(data.tokenizer.vocab_size)
     context = getattr(model, "max_len", None)
     if context is not None and prompt_ids.shape[1] > context:
@@ -155,18 +170,21 @@ def train_text_lm(cfg: TextLMConfig, build_model: Callable[[int], nn.Module], de
     return summary
 
 
-def _with_tokenizer_of(init_from: str, data: TextData) -> TextData:
-    """Fine-tuning: the text in the vocabulary of the run it starts from, when that vocabulary holds
-    every character of it (so the embeddings and the output layer carry over); else unchanged."""
-    theirs = read_info(init_from).get("tokenizer")
-    if theirs is None or theirs == data.tokenizer.to_json() or theirs.get("kind") != data.tokenizer.kind:
-        return data
-    tokenizer = tokenizer_from_json(theirs)
-    try:
-        train, valid = (tokenizer.encode(data.tokenizer.decode(ids)) for ids in (data.train, data.valid))
-    except UsageError:
+def _say_vocabulary(init_from: str, saved: dict | None, data: TextData) -> None:
+    """Fine-tuning: whether the text is read in the vocabulary of the run it starts from (then the
+    embeddings and the output layer carry over whole), which it is when that vocabulary holds every
+    character of it (bpe and word vocabularies always do)."""
+    if saved is None or saved.get("kind") != data.tokenizer.kind or data.tokenizer.kind == "byte":
+        return
+    if saved == data.tokenizer.to_json():
+        print(f"{data.name} in the vocabulary of {init_from} ({data.tokenizer.vocab_size} tokens)")
+    else:
         print(f"{data.name} has characters {init_from}'s vocabulary lacks: a new vocabulary (the characters "
               "both know keep their trained rows)")
-        return data
-    print(f"{data.name} in the vocabulary of {init_from} ({tokenizer.vocab_size} tokens)")
-    return TextData(data.name, tokenizer, train, valid, data.valid_chars)
+
+
+def _unknown(data: TextData) -> str:
+    """A word vocabulary's share of unknown validation tokens: those are predicted as one token, so
+    its bits per character leave out what spelling them would cost."""
+    unknown = getattr(data.tokenizer, "unknown_id", None)
+    return "" if unknown is None else f", {(data.valid == unknown).mean():.1%} of validation tokens unknown"

@@ -54,7 +54,7 @@ def test_missing_file_and_unknown_tokenizer():
     with pytest.raises(UsageError, match="no such file"):
         text.load_text("text:/no/such/file.txt")
     with pytest.raises(UsageError, match="unknown --tokenizer"):
-        text.load_text(text.EMBEDDED, "word")
+        text.load_text(text.EMBEDDED, "wordpiece")
 
 
 def test_seq_len_longer_than_validation_split_is_refused(tmp_path):

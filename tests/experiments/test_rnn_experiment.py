@@ -53,6 +53,42 @@ def test_other_cells_and_the_byte_tokenizer_train(tmp_path, corpus, prompt, cell
     assert last < first  # it learns
 
 
+def test_a_bpe_run_resumes_fine_tunes_and_generates_with_its_own_tokenizer(tmp_path, corpus, capsys, monkeypatch):
+    import jaxdl
+    from jaxdl import commands
+    from jaxdl.data import text
+
+    run = tmp_path / "bpe"
+    common = [*TINY, "--seq-len", "8", "--tokenizer", "bpe", "--vocab-size", "300", "--eval-every", "2",
+              "--prompt", "It is", "--dataset", f"text:{corpus}"]
+    rnn.main([*common, "--steps", "2", "--workdir", str(run)])
+    saved = json.loads((run / "tokenizer.json").read_text())
+    assert saved["kind"] == "bpe" and json.loads((run / "model.json").read_text())["tokenizer"] == saved
+    trained = text.tokenizer_from_json(saved)
+    assert trained.vocab_size <= 300 and trained.decode(trained.encode(corpus.read_text())) == corpus.read_text()
+
+    def retrain(*args):
+        raise AssertionError("a resumed or fine-tuned run trained its tokenizer again")
+
+    monkeypatch.setattr(text, "train_tokenizer", retrain)
+    assert rnn.main([*common, "--steps", "4", "--workdir", str(run)])["steps"] == 4  # resumed
+    assert json.loads((run / "tokenizer.json").read_text()) == saved
+    other = tmp_path / "other.txt"
+    other.write_text("Quite other words: zebras, quokkas and the sea, again and again.\n" * 20, encoding="utf-8")
+    rnn.main([*common, "--steps", "2", "--dataset", f"text:{other}", "--init-from", str(run),
+              "--workdir", str(tmp_path / "tuned")])
+    assert "in the vocabulary of" in capsys.readouterr().out
+    assert json.loads((tmp_path / "tuned" / "tokenizer.json").read_text()) == saved
+    monkeypatch.undo()
+
+    lm = jaxdl.load(str(run))
+    continuation = lm.generate("It is a truth", 20, seed=1)
+    assert continuation and lm.tokenizer.to_json() == saved  # (an untrained model draws any bytes)
+    capsys.readouterr()
+    commands.main(["generate", str(run), "--prompt", "It is a truth", "--max-new-tokens", "20", "--seed", "1"])
+    assert capsys.readouterr().out == "It is a truth" + continuation + "\n"
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, corpus):
     workdir = tmp_path_factory.mktemp("finished")
@@ -71,6 +107,9 @@ def finished_run(tmp_path_factory, corpus):
     (["--epochs", "3"], "unrecognized arguments"),
     (["--hidden", "32"], "--hidden 16 -> 32"),
     (["--tokenizer", "byte"], "--tokenizer 'char' -> 'byte'"),
+    (["--tokenizer", "bpe", "--vocab-size", "300"], "--tokenizer 'char' -> 'bpe'"),
+    (["--tokenizer", "bpe", "--vocab-size", "256"], "--vocab-size must be >= 257"),
+    (["--vocab-size", "1024"], "--vocab-size is for --tokenizer bpe or word"),
     (["--seed", "1"], "--seed 0 -> 1"),
     (["--dataset", "text:/no/such.txt"], "no such file"),
 ])
