@@ -11,8 +11,9 @@ so two 2x2 pools take 48x48 to 12x12 and the first dense layer sees
 (C, H, W): weight conversion permutes the first dense kernel's rows.
 
 `norm="batch"` puts a batch norm (PyTorch's `BatchNorm2d` arithmetic, `jaxdl.models.norm`) between
-each convolution and its ReLU: 2 x (32 + 64 + 128) = 448 more parameters, and running statistics in
-the `batch_stats` collection (apply with `mutable=["batch_stats"]` while training).
+each convolution and its ReLU, and drops the convolutions' biases (the batch mean would cancel them):
+448 - 224 = 224 more parameters, and running statistics in the `batch_stats` collection (apply with
+`mutable=["batch_stats"]` while training).
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ class MyNet(nn.Module):
             raise ValueError(f"MyNet image_size must be a multiple of 4, got {S}")
         if x_BHWC.ndim != 4 or x_BHWC.shape[1:] != (S, S, C):
             raise ValueError(f"MyNet wants inputs of shape (B, {S}, {S}, {C}), got {x_BHWC.shape}")
-        conv = lambda features, name: nn.Conv(features, (3, 3), padding="SAME", name=name)
+        # a bias before batch norm is subtracted right away with the mean: its gradient is float noise
+        conv = lambda features, name: nn.Conv(features, (3, 3), padding="SAME", use_bias=self.norm == "none", name=name)
         norm = lambda x, i: normalise(self.norm, f"norm{i}")(x, train)
         x = nn.relu(norm(conv(32, "conv1")(x_BHWC), 1))
         x = nn.relu(norm(conv(64, "conv2")(x), 2))

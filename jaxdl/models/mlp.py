@@ -11,7 +11,7 @@ layers collapses to one affine map, which cannot separate XOR however wide or de
 `jaxdl.models.backprop` computes this module's gradients by hand, layer by layer.
 
 `norm="batch"` puts a batch norm (PyTorch's `BatchNorm1d` arithmetic, `jaxdl.models.norm`) between
-each hidden dense layer and its activation; its running statistics live in `batch_stats` (apply
+each hidden dense layer (then without a bias, which the batch mean would cancel) and its activation; its running statistics live in `batch_stats` (apply
 with `train=True, mutable=["batch_stats"]` while training).
 """
 
@@ -53,7 +53,8 @@ class MLP(nn.Module):
         act = ACTIVATIONS[self.activation]
         x = x_BD
         for i, width in enumerate(self.hidden):
-            x = act(normalise(self.norm, f"norm{i}")(nn.Dense(width, name=f"dense{i}")(x), train))
+            dense = nn.Dense(width, use_bias=self.norm == "none", name=f"dense{i}")  # batch norm cancels a bias
+            x = act(normalise(self.norm, f"norm{i}")(dense(x), train))
         return nn.Dense(self.out, name=f"dense{len(self.hidden)}")(x)
 
 

@@ -40,6 +40,41 @@ def test_two_epochs_equal_one_epoch_resumed_for_a_second(tmp_path):
         np.testing.assert_array_equal(x, y)
 
 
+def test_batch_norm_resumes_exactly_and_its_statistics_serve_inference(tmp_path, capsys):
+    """--norm batch: 2 epochs = 1 + 1 resumed (the running statistics are checkpointed), and the loaded
+    model predicts with them: what `jaxdl.load` gives is MyNet in evaluation mode on those statistics."""
+    import jaxdl
+    from jaxdl.commands import main as jaxdl_main
+    from jaxdl.data.images import load_images
+
+    norm = ["--norm", "batch"]
+    cnn.main([*SMALL, *norm, "--epochs", "2", "--workdir", str(tmp_path / "a")])
+    cnn.main([*SMALL, *norm, "--epochs", "1", "--workdir", str(tmp_path / "b")])
+    cnn.main([*SMALL, *norm, "--epochs", "2", "--workdir", str(tmp_path / "b")])
+    a, b = latest_params(tmp_path / "a"), latest_params(tmp_path / "b")
+    assert set(a["batch_stats"]) == {"norm1", "norm2", "norm3"}
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(x, y)
+
+    trained = jaxdl.load(str(tmp_path / "a"), checkpoint="latest")
+    images = load_images("digits", None, 8).test.images[:16]
+    x = trained.preprocess.eval(images)
+    expected = jax.nn.softmax(trained.model.apply(a, x, train=False))
+    np.testing.assert_allclose(trained.predict(images), expected, rtol=1e-5, atol=1e-6)
+    unused = {**a, "batch_stats": jax.tree.map(np.zeros_like, a["batch_stats"])}
+    assert not np.allclose(trained.model.apply(unused, x, train=False), trained.model.apply(a, x, train=False))
+
+    capsys.readouterr()
+    err = exits_2(jaxdl_main, ["convert", "--to", "torch", str(tmp_path / "a"), "--out", str(tmp_path / "w.safetensors")],
+                  capsys)
+    assert "batch norm" in err and not (tmp_path / "w.safetensors").exists()
+
+
+def test_batch_norm_with_per_example_gradients_is_refused(tmp_path, capsys):
+    err = exits_2(cnn.main, [*SMALL, "--norm", "batch", "--dp-clip", "1", "--workdir", str(tmp_path / "run")], capsys)
+    assert "batch norm" in err and "--dp-clip" in err
+
+
 def test_folder_dataset_trains(tmp_path):
     root = write_folder(tmp_path / "imgs", per_class=12, size=20)
     summary = cnn.main([*SMALL, "--batch-size", "8", "--epochs", "2", "--dataset", f"folder:{root}",
@@ -78,6 +113,8 @@ def finished_run(tmp_path_factory):
     (["--seed", "7", "--epochs", "2"], "--seed 0 -> 7"),
     (["--pool", "avg", "--epochs", "2"], "--pool 'max' -> 'avg'"),
     (["--rotation", "5", "--epochs", "2"], "--rotation 10.0 -> 5.0"),
+    (["--norm", "batch", "--epochs", "2"], "--norm 'none' -> 'batch'"),
+    (["--norm", "group"], "unknown --norm 'group'"),
 ])
 def test_bad_input_exits_2_and_leaves_a_finished_run_untouched(tmp_path, capsys, finished_run, argv, match):
     workdir = tmp_path / "run"

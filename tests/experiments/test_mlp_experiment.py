@@ -74,6 +74,24 @@ def test_learning_rate_sweep_equals_separate_runs(tmp_path):
     assert separate[0]["test_loss"] != pytest.approx(separate[1]["test_loss"], rel=0.1)
 
 
+def test_batch_norm_ensemble_trains_each_model_with_its_own_statistics(tmp_path):
+    """--norm batch on digits: learns, and two models in one vmapped step end as two separate runs
+    (params and running statistics)."""
+    from tests.experiments.workdir import latest_params
+
+    args = ["--task", "digits", "--hidden", "32", "--norm", "batch", "--epochs", "1", "--steps-per-epoch", "30",
+            "--lr", "3e-3", "--seed", "3"]
+    separate = [mlp.main([*args[:-1], str(3 + i), "--workdir", str(tmp_path / f"s{i}")]) for i in range(2)]
+    ens = mlp.main([*args, "--ensemble", "2", "--workdir", str(tmp_path / "e2")])
+    assert min(s["test_accuracy"] for s in separate) > 0.8
+    np.testing.assert_allclose(ens["per_model_test_loss"], [s["test_loss"] for s in separate], rtol=1e-4)
+    stacked = latest_params(tmp_path / "e2")
+    for i in range(2):
+        one = latest_params(tmp_path / f"s{i}")
+        for a, b in zip(jax.tree.leaves(one["batch_stats"]), jax.tree.leaves(stacked["batch_stats"])):
+            np.testing.assert_allclose(a, b[i], rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("argv,match", [
     (["--activation", "swish2"], "unknown --activation"),
     (["--task", "parity"], "unknown --task"),
@@ -84,6 +102,9 @@ def test_learning_rate_sweep_equals_separate_runs(tmp_path):
     (["--lrs", "0.1,fast"], "--lrs wants comma-separated learning rates"),
     (["--lrs", "0.1,0.2", "--ensemble", "2"], "use one of them"),
     (["--lrs", "0.1,0.2", "--schedule", "cosine"], "--lrs needs --schedule constant"),
+    (["--norm", "layer"], "unknown --norm 'layer'"),
+    (["--norm", "batch", "--backprop", "manual"], "--backprop manual differentiates dense layers"),
+    (["--norm", "batch", "--batch-size", "1"], "needs batches of at least 2"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, match):
     with pytest.raises(SystemExit) as e:

@@ -86,7 +86,7 @@ def test_one_value_per_feature_is_refused_while_training():
 class _TorchMLP(torch.nn.Module):
     def __init__(self, d_in, hidden, out):
         super().__init__()
-        self.dense0, self.norm0 = torch.nn.Linear(d_in, hidden), torch.nn.BatchNorm1d(hidden)
+        self.dense0, self.norm0 = torch.nn.Linear(d_in, hidden, bias=False), torch.nn.BatchNorm1d(hidden)
         self.dense1 = torch.nn.Linear(hidden, out)
 
     def forward(self, x):
@@ -106,7 +106,7 @@ def test_an_mlp_with_batch_norm_trains_like_torch():
         net.norm0.weight.uniform_(0.5, 1.5)
         net.norm0.bias.normal_(0.0, 0.5)
     t = lambda p: jnp.asarray(p.detach().numpy())
-    variables = {"params": {"dense0": {"kernel": t(net.dense0.weight).T, "bias": t(net.dense0.bias)},
+    variables = {"params": {"dense0": {"kernel": t(net.dense0.weight).T},
                             "norm0": {"scale": t(net.norm0.weight), "bias": t(net.norm0.bias)},
                             "dense1": {"kernel": t(net.dense1.weight).T, "bias": t(net.dense1.bias)}},
                  "batch_stats": {"norm0": {"mean": jnp.zeros(hidden), "var": jnp.ones(hidden)}}}

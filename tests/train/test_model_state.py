@@ -29,7 +29,7 @@ def test_the_statistics_are_the_models_update_and_the_optimizer_trains_the_rest(
     trained, stats = split_model_state(state.params)
     assert set(stats) == {"batch_stats"} and "batch_stats" not in jax.tree_util.keystr(
         jax.tree_util.tree_leaves_with_path(state.opt_state))
-    assert num_params(state.params) == num_params(trained) == 5 * 8 + 8 + 2 * 8 + 8 * 8 + 8 + 2 * 8 + 8 * 3 + 3
+    assert num_params(state.params) == num_params(trained) == 5 * 8 + 2 * 8 + 8 * 8 + 2 * 8 + 8 * 3 + 3  # no biases before a norm
     batch = _batch(1)
     _, expected = TASK.model.apply(state.params, batch["x"], train=True, mutable=["batch_stats"])
     old = jax.tree.map(np.asarray, state.params)
