@@ -50,10 +50,12 @@ HANG = 900  # seconds: only a hung subprocess gets near this
 # tiny sizes appended to the experiments (CNN, RNN, LM, SEQ2SEQ, DIFFUSION: see __getattr__ below)
 MLP = ["--epochs", "1", "--steps-per-epoch", "5"]
 TYPED_DIGITS = ["--per-font", "1", "--size", "12"]
+LONG_RANGE = ["--steps", "4", "--eval-every", "2", "--hidden", "4", "--embed", "4", "--test-examples", "8",
+              "--probe-examples", "2", "--batch-size", "4"]
 # MyNet at its real 48x48 (MY_NET's fc1 fixes the size) for one short epoch: for docs/pytorch.md, whose
 # runs/cnn goes into MY_NET with strict=True
 MYNET_48 = ["--batch-size", "512", "--epochs", "1", "--log-every", "1"]
-EXPERIMENTS = ("cnn", "mlp", "rnn", "transformer", "diffusion", "typed_digits")
+EXPERIMENTS = ("cnn", "mlp", "rnn", "transformer", "diffusion", "typed_digits", "long_range")
 PAGE_TINY = {"docs/pytorch.md": {"cnn": MYNET_48}}
 # python blocks saved as files, shrunk: (text, replacement), the text must be there
 FILE_TINY = {"train_my_net.py": [("for step in range(100):", "for step in range(2):")]}
@@ -92,7 +94,7 @@ def tiny(script: str, args: list[str], page: str | None = None) -> list[str]:
         return this.SEQ2SEQ if archs[-1:] == ["seq2seq"] else this.LM
     if script in ("cnn", "rnn", "diffusion"):
         return getattr(this, script.upper())
-    return {"mlp": MLP, "typed_digits": TYPED_DIGITS}[script]
+    return {"mlp": MLP, "typed_digits": TYPED_DIGITS, "long_range": LONG_RANGE}[script]
 
 
 # ---------------------------------------------------------------------------------------------------

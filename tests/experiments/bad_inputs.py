@@ -17,7 +17,7 @@ import dataclasses
 import importlib
 import typing
 
-EXPERIMENTS = ("cnn", "mlp", "rnn", "transformer", "diffusion", "typed_digits")
+EXPERIMENTS = ("cnn", "mlp", "rnn", "transformer", "diffusion", "typed_digits", "long_range")
 LONG = 100_000  # characters: near the longest argument Linux passes to a program (128 KiB)
 SURROGATE = "\udcff"  # what Python puts in sys.argv for a byte the locale cannot decode (0xff)
 
@@ -81,6 +81,7 @@ ALLOWED_IN: dict[tuple[str, str, str], str] = {
     ("transformer", "eval_every", "huge"): "one evaluation, at the end (windows are read step by step, none up front)",
     ("rnn", "prompt", "long"): "a recurrent model reads a prompt of any length, one token at a time",
     ("diffusion", "prompt", "unicode"): "any UTF-8 text that fits --max-prompt-bytes is a prompt",
+    ("long_range", "forget_bias", "negative"): "a forget gate biased towards shut at the start: legal, measured",
 }
 
 # (experiment, field, kind) -> what decides it in main(): refused there before any training step.

@@ -32,6 +32,7 @@ TINY = {
     "transformer": ["--steps", "1", "--d-model", "16", "--heads", "2", "--layers", "1", "--warmup-steps", "0"],
     "diffusion": ["--steps", "1", "--image-size", "8"],
     "typed_digits": ["--per-font", "1"],
+    "long_range": ["--steps", "1", "--lags", "2", "--hidden", "4", "--cells", "rnn"],
 }
 
 
@@ -196,6 +197,7 @@ PROCESSES = {  # experiment -> (argv, the flag the error names, whether the path
     "transformer": (["--seq-len", "16", "--prompt", "e" * bad_inputs.LONG], "--prompt", False),  # main() refuses
     "diffusion": (["--seed", "-1"], "--seed", True),
     "typed_digits": (["--size", str(10 ** 12)], "--size", False),
+    "long_range": (["--lags", "5,0"], "--lags", True),
 }
 
 
