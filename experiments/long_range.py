@@ -4,8 +4,11 @@
     python experiments/long_range.py --lags 200 --cells lstm,gru --steps 2000
     python experiments/long_range.py --seeds 3                # three models per (cell, lag), averaged
 
-Each sequence holds one symbol (of --symbols) `lag` steps before its end, blanks (or --distractors)
-elsewhere; the model names the symbol from its final state. Every lag is padded to the longest lag
+Each sequence holds one symbol (of --symbols) `lag` steps before its end and random distractor
+tokens (--distractors of them; 0: blanks) everywhere else; the model names the symbol from its
+final state. (With blanks nothing disturbs the state after the symbol, and a plain RNN can keep it
+in one of several fixed points of its blank-input dynamics, found by luck more than by gradient:
+its accuracy then jumps between lags and seeds. The distractors make memory a learned skill.) Every lag is padded to the longest lag
 + 1 steps, so one cell's models at every lag (and seed) train at once in one vmapped step, one
 compile, with the same budget (--steps, --batch-size, --lr, --hidden) for every cell.
 
@@ -60,7 +63,7 @@ class Config(TrainConfig):
     lags: str = field("5,10,20,50,100", "steps between the symbol and the end of the sequence, comma-separated")
     cells: str = field("rnn,lstm,gru", "the cells compared, comma-separated: rnn (tanh) | lstm | gru", resume="free")
     symbols: int = field(8, "symbols to recall (chance accuracy is 1 / symbols)")
-    distractors: int = field(0, "distinct distractor tokens filling the other steps (0 = blanks)")
+    distractors: int = field(8, "distinct distractor tokens filling the other steps (0 = blanks)")
     hidden: int = field(64, "hidden units of the recurrent layer (every cell)")
     embed: int = field(16, "token embedding width")
     embed_std: float = field(1.0, "the embeddings start as N(0, std^2) (as the language model's)")
