@@ -57,7 +57,7 @@ class Config(TrainConfig):
     contrast: float = field(0.2, "contrast jitter")
 
     def default_workdir(self) -> str:
-        return run_name("cnn", self.changed("dataset"))
+        return run_name("cnn", self.changed("dataset"), "batchnorm" if self.norm == "batch" else "")
 
     def __post_init__(self) -> None:
         super().__post_init__()

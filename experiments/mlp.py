@@ -64,7 +64,7 @@ class Config(TrainConfig):
 
     def default_workdir(self) -> str:
         how = "activations" if self.compare_activations else self.changed("activation")
-        return run_name("mlp", self.task, how, self.changed("backprop"),
+        return run_name("mlp", self.task, how, self.changed("backprop"), "batchnorm" if self.norm == "batch" else "",
                         f"ensemble{self.ensemble}" if self.ensemble > 1 else "", "lrs" if self.lrs else "")
 
     def __post_init__(self) -> None:

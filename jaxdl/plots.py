@@ -107,16 +107,18 @@ def function_fit(x: np.ndarray, target: np.ndarray, fitted: np.ndarray, out_png:
     _save(fig, out_png)
 
 
-def compare_curves(runs: dict[str, str], out_png: str, key: str = "loss") -> None:
-    """Train `key` per epoch of several runs (name -> metrics.jsonl), on one log-scale axis."""
+def compare_curves(runs: dict[str, str], out_png: str, key: str = "loss", split: str = "train",
+                   log: bool = True) -> None:
+    """`split`'s `key` per epoch of several runs (name -> metrics.jsonl), on one (log-scale) axis."""
     fig, ax = _pyplot().subplots(figsize=(6, 4))
     for name, path in runs.items():
         with open(path) as f:
             events = [json.loads(line) for line in f if line.strip()]
-        ax.plot(*_epoch_series(events, "train", key), marker=".", label=name)
-    ax.set_yscale("log")
+        ax.plot(*_epoch_series(events, split, key), marker=".", label=name)
+    if log:
+        ax.set_yscale("log")
     ax.set_xlabel("epoch")
-    ax.set_ylabel(f"train {key}")
+    ax.set_ylabel(f"{split} {key}")
     ax.xaxis.set_major_locator(_max_n_locator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend()

@@ -64,6 +64,12 @@ def test_batch_norm_resumes_exactly_and_its_statistics_serve_inference(tmp_path,
     unused = {**a, "batch_stats": jax.tree.map(np.zeros_like, a["batch_stats"])}
     assert not np.allclose(trained.model.apply(unused, x, train=False), trained.model.apply(a, x, train=False))
 
+    from jaxdl.inference.export import export
+
+    export(trained, str(tmp_path / "mynet.jax"), platforms=("cpu",))  # the statistics baked in with the weights
+    exported = jax.export.deserialize((tmp_path / "mynet.jax").read_bytes())
+    np.testing.assert_allclose(jax.nn.softmax(exported.call(x)), expected, rtol=1e-5, atol=1e-6)
+
     capsys.readouterr()
     err = exits_2(jaxdl_main, ["convert", "--to", "torch", str(tmp_path / "a"), "--out", str(tmp_path / "w.safetensors")],
                   capsys)
