@@ -3,6 +3,7 @@
     python experiments/rnn.py --cell lstm                     # embedded Shakespeare, offline
     python experiments/rnn.py --cell gru --dataset text:book.txt
     python experiments/rnn.py --dataset tiny_shakespeare      # TFDS (downloads once)
+    python experiments/rnn.py --tokenizer bpe --vocab-size 512 --workdir runs/rnn-lstm-bpe512   # subword tokens
 
 Evaluates every --eval-every steps (validation loss in nats and bits per character) and prints a
 sample. Writes --workdir: summary.json, metrics.jsonl, checkpoints/, tokenizer.json, curves.png.

@@ -2,6 +2,7 @@
 
     python experiments/transformer.py --arch lm                      # embedded Shakespeare, offline
     python experiments/transformer.py --arch lm --pos rope --norm rms --kv-heads 2
+    python experiments/transformer.py --arch lm --tokenizer bpe --vocab-size 1024 --workdir runs/transformer-lm-bpe
     python experiments/transformer.py --arch seq2seq --task reverse  # generated data, offline
 
 lm: the same data, flags and validation loss as experiments/rnn.py (nats and bits per character
