@@ -40,7 +40,7 @@ class Config(TextLMConfig):
     unroll: int = field(1, "time steps per scan iteration (larger can be faster, compiles slower)", resume="free")
 
     def default_workdir(self) -> str:
-        return run_name("rnn", self.cell, self.changed("dataset"))
+        return run_name("rnn", self.cell, self.changed("dataset"), self.tokenizer_label())
 
     def __post_init__(self) -> None:
         super().__post_init__()

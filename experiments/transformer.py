@@ -87,7 +87,7 @@ class Config(TextLMConfig):
     def default_workdir(self) -> str:
         if self.arch == "seq2seq":
             return run_name("transformer", "seq2seq", self.changed("task"))
-        return run_name("transformer", self.arch, self.changed("dataset"))
+        return run_name("transformer", self.arch, self.changed("dataset"), self.tokenizer_label())
 
     def __post_init__(self) -> None:
         if self.batch_size == 0:

@@ -55,6 +55,12 @@ class TextLMConfig(TrainConfig):
     clip_norm: float = field(1.0, "clip gradients to this global norm; 0 = off")
     epochs: int = fixed(1)  # counted in --steps: a run reads windows in passes, not epochs
 
+    def tokenizer_label(self) -> str:
+        """The tokenizer in default workdir names: "" for char, "byte", "bpe512", "word2048"."""
+        if self.tokenizer in ("bpe", "word"):
+            return f"{self.tokenizer}{self.vocab_size}"
+        return self.changed("tokenizer")
+
     def __post_init__(self) -> None:
         from jaxdl.cli import check_path
         from jaxdl.data.subword import KINDS, check_vocab_size
