@@ -74,7 +74,7 @@ def test_logits_match_pytorch(trained_in_torch, converted, digits):
     images = digits.test.images[:64]
     model = jaxdl.load(converted)
     assert model.info["model"]["fields"] == {"num_classes": 10, "image_size": 48, "in_channels": 3, "pool": "max",
-                                             "dropout_rate": 0.5}
+                                             "dropout_rate": 0.5, "norm": "none"}
     with torch.no_grad():
         want = net(torch_inputs(images, digits.mean, digits.std)).numpy()
     got = model.logits(images)
