@@ -16,6 +16,7 @@ import jax
 from jaxdl.errors import UsageError
 from jaxdl.models.registry import build
 from jaxdl.train.description import load_params, read_info
+from jaxdl.train.state import num_params as count_params
 
 
 @dataclasses.dataclass
@@ -34,7 +35,7 @@ class Trained:
 
     @property
     def num_params(self) -> int:
-        return int(sum(x.size for x in jax.tree.leaves(self.params)))
+        return count_params(self.params)  # trainable numbers: running statistics are not counted
 
     def example_inputs(self) -> tuple | None:
         """Arguments of one forward pass (shapes and dtypes matter, values do not); None: not checked."""

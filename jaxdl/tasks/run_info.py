@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
-import jax
 
 from jaxdl.data.augment import ImagePreprocess
 from jaxdl.models.registry import build, describe
 from jaxdl.train import description
+from jaxdl.train.state import num_params
 
 description.read_models_with(lambda model: describe(build(model)))  # old model.json read with today's defaults
 
@@ -24,7 +24,7 @@ def _base(family: str, model: nn.Module, params: Any, dataset: str, params_key: 
           members: int = 1, labels: list[str] | None = None, label_field: str | None = None) -> dict[str, Any]:
     """The keys every family has. `labels`: what each output row means, in order (class names,
     tokens), and `label_field`, the model field that counts them: fine-tuning matches rows by label."""
-    count = sum(x.size for x in jax.tree.leaves(params))  # one model's, also when several train at once
+    count = num_params(params)  # one model's (trainable: no running statistics), also when several train at once
     info = {"family": family, "model": describe(model), "num_params": int(count), "dataset": dataset,
             "params": params_key, "members": members}
     if labels is not None:

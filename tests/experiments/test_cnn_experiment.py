@@ -57,6 +57,8 @@ def test_batch_norm_resumes_exactly_and_its_statistics_serve_inference(tmp_path,
         np.testing.assert_array_equal(x, y)
 
     trained = jaxdl.load(str(tmp_path / "a"), checkpoint="latest")
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert trained.num_params == trained.info["num_params"] == summary["num_params"]  # statistics not counted
     images = load_images("digits", None, 8).test.images[:16]
     x = trained.preprocess.eval(images)
     expected = jax.nn.softmax(trained.model.apply(a, x, train=False))
