@@ -24,11 +24,11 @@ import numpy as np
 
 from jaxdl.errors import UsageError
 from jaxdl.data.batches import ENDLESS, positions
-from jaxdl.data.subword import VOCAB_SIZE, TrainedTokenizer, train_tokenizer, trained_tokenizer_from_json
+from jaxdl.data.subword import KINDS, VOCAB_SIZE, TrainedTokenizer, train_tokenizer, trained_tokenizer_from_json
 from jaxdl.runtime import is_primary, local_share
 
 EMBEDDED = "shakespeare"
-TOKENIZERS = ("char", "byte", "bpe", "word")
+TOKENIZERS = ("char", "byte", *KINDS)
 TRAIN_FRACTION = 0.9
 
 
@@ -84,7 +84,7 @@ def tokenizer_from_json(d: dict, workdir: str | None = None) -> Tokenizer:
         from jaxdl.data.pretrained_tokenizers import pretrained_tokenizer_from_json
 
         return pretrained_tokenizer_from_json(d, workdir)
-    if d["kind"] in ("bpe", "word"):
+    if d["kind"] in KINDS:
         return trained_tokenizer_from_json(d)
     return CharTokenizer(d["chars"]) if d["kind"] == "char" else ByteTokenizer()
 
@@ -195,7 +195,7 @@ def load_text(spec: str, tokenizer: str = "char", data_dir: str | None = None, v
             return TextData(spec, tok, tok.encode(train_text), tok.encode(valid_text), len(valid_text))
         except UsageError:  # characters it lacks: a new vocabulary
             pass
-    if tokenizer in ("bpe", "word"):
+    if tokenizer in KINDS:
         tok = train_tokenizer(tokenizer, train_text, vocab_size)
     else:
         tok = CharTokenizer(train_text + valid_text) if tokenizer == "char" else ByteTokenizer()

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 
 from jaxdl.cli import field, fixed
-from jaxdl.data.subword import VOCAB_SIZE
+from jaxdl.data.subword import KINDS, VOCAB_SIZE
 from jaxdl.data.text import (EMBEDDED, TextData, check_seq_len, default_prompt, eval_windows, load_text,
                              save_tokenizer, window_batches)
 from jaxdl.errors import UsageError
@@ -57,13 +57,13 @@ class TextLMConfig(TrainConfig):
 
     def tokenizer_label(self) -> str:
         """The tokenizer in default workdir names: "" for char, "byte", "bpe512", "word2048"."""
-        if self.tokenizer in ("bpe", "word"):
+        if self.tokenizer in KINDS:
             return f"{self.tokenizer}{self.vocab_size}"
         return self.changed("tokenizer")
 
     def __post_init__(self) -> None:
         from jaxdl.cli import check_path
-        from jaxdl.data.subword import KINDS, check_vocab_size
+        from jaxdl.data.subword import check_vocab_size
         from jaxdl.data.text import TOKENIZERS
 
         super().__post_init__()
