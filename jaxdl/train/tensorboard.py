@@ -25,16 +25,29 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 import time
 from typing import Any
 
 import numpy as np
-from tensorboardX.proto.event_pb2 import Event, SessionLog
 
 from jaxdl import plots
 from jaxdl.runtime import is_primary
 
 SUBDIR = "tensorboard"
+
+
+def _import_tensorboardx() -> None:
+    """Import tensorboardX without torch: its package imports torch, where installed, only to accept
+    torch tensors (never passed here), which costs ~2.5 s at every run's start. While tensorboardX
+    loads, `import torch` fails, as where torch is absent; a torch imported already is left alone."""
+    if "tensorboardX" in sys.modules or "torch" in sys.modules:
+        return
+    sys.modules["torch"] = None  # makes `import torch` raise ImportError, which tensorboardX catches
+    try:
+        import tensorboardX  # noqa: F401
+    finally:
+        del sys.modules["torch"]
 _open: dict[str, "RunLog"] = {}  # absolute workdir -> its writer
 
 
@@ -51,6 +64,7 @@ class RunLog:
         self.step = resume_step
         self.writer = None
         if enabled and is_primary():
+            _import_tensorboardx()
             from tensorboardX.event_file_writer import EventsWriter
 
             logdir = os.path.join(self.workdir, SUBDIR)
@@ -59,13 +73,20 @@ class RunLog:
             # the name has the time in whole seconds: a suffix keeps a quick rerun from reusing (emptying) a file
             self.writer = EventsWriter(os.path.join(logdir, "events"), f".{time.time_ns()}")
             if resumed:  # TensorBoard drops the earlier events at steps >= this one
-                self._write(Event(step=kept_through + 1, session_log=SessionLog(status=SessionLog.START)))
+                self._start(kept_through)
+
+    def _start(self, kept_through: int) -> None:
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+        self._write(Event(step=kept_through + 1, session_log=SessionLog(status=SessionLog.START)))
 
     def _write(self, event) -> None:
         event.wall_time = time.time()
         self.writer.write_event(event)
 
     def _summary(self, step: int, summary) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+
         self._write(Event(step=step, summary=summary))
 
     def scalars(self, step: int, prefix: str, metrics: dict[str, Any]) -> None:

@@ -102,3 +102,19 @@ def test_a_language_model_logs_its_sample_as_text(tmp_path, corpus):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["sample"] in samples[-1].tensor_proto.string_val[0].decode()
     assert [s for s, _ in scalars(ea, "test/loss")] == [2, 4]
+
+
+def test_a_run_with_tensorboard_logs_does_not_import_torch(tmp_path):
+    """tensorboardX's package imports torch where it is installed (~2.5 s at each start); jaxdl's writer
+    loads it without, in a fresh process, and still writes the events TensorBoard reads."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = ("import sys; from experiments import mlp; mlp.main(['--task', 'xor', '--epochs', '2', '--workdir', sys.argv[1]]);"
+            "print('torch' in sys.modules, 'tensorboardX' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=root, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": root})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == "False True"
+    assert scalars(board(str(tmp_path)), "train/loss")
