@@ -62,8 +62,10 @@ def accepts(flag: str, timeout: float = 120.0) -> bool:
     return done.returncode == 0
 
 
-def supported_cpu_flags() -> list[str]:
-    """The CPU_FLAGS this jaxlib accepts: probed once per jaxlib build, then read from the cache file."""
+def supported_cpu_flags(candidates: list[str] | None = None) -> list[str]:
+    """The `candidates` (default CPU_FLAGS) this jaxlib accepts: each probed once per jaxlib build,
+    then read from the cache file."""
+    candidates = CPU_FLAGS if candidates is None else candidates
     build = _jaxlib_build()
     if build is None:
         return []
@@ -73,17 +75,20 @@ def supported_cpu_flags() -> list[str]:
             cache = json.load(f)
     except (OSError, ValueError):
         cache = {}
-    known = cache.get(build, {}) if isinstance(cache, dict) else {}
-    if not isinstance(known, dict) or any(flag not in known for flag in CPU_FLAGS):
-        known = {flag: accepts(flag) for flag in CPU_FLAGS}
+    cache = cache if isinstance(cache, dict) else {}
+    known = cache.get(build, {})
+    known = known if isinstance(known, dict) else {}
+    missing = [flag for flag in candidates if flag not in known]
+    if missing:
+        known = {**known, **{flag: accepts(flag) for flag in missing}}
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(f"{path}.{os.getpid()}", "w") as f:
-                json.dump({**(cache if isinstance(cache, dict) else {}), build: known}, f, indent=1)
+                json.dump({**cache, build: known}, f, indent=1)
             os.replace(f"{path}.{os.getpid()}", path)
         except OSError:  # a read-only home: probe again next time
             pass
-    return [flag for flag in CPU_FLAGS if known.get(flag) is True]
+    return [flag for flag in candidates if known.get(flag) is True]
 
 
 # glibc's mallopt parameters (malloc.h) and the values set: blocks up to 512 MB come from the heap,

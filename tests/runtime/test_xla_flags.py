@@ -33,6 +33,12 @@ def test_probed_once_per_jaxlib_then_cached(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runtime, "accepts", probe)
     assert runtime.supported_cpu_flags() == [KNOWN]
+    # other candidates (the tests' own flags): only the new one is probed, and it joins the cache
+    other, probed = "--xla_dump_hlo_as_proto=false", []
+    monkeypatch.setattr(runtime, "accepts", lambda flag, timeout=0: probed.append(flag) or True)
+    assert runtime.supported_cpu_flags([UNKNOWN, other, KNOWN]) == [other, KNOWN] and probed == [other]
+    cache = json.loads((tmp_path / "jaxdl" / "xla_cpu_flags.json").read_text())
+    assert list(cache.values()) == [{KNOWN: True, UNKNOWN: False, other: True}]
 
 
 def configure_in_a_fresh_process(env):

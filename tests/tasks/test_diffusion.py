@@ -8,6 +8,7 @@ import pytest
 from jaxdl.tasks.diffusion import (cosine_alpha_bar, cosine_schedule, ddim_sample, ddim_step, ddim_timesteps,
                                    ddpm_sample, ddpm_step, guided, linear_schedule, loss_weights, make_schedule,
                                    q_sample)
+from tests.conftest import OPTIMISED
 
 
 @pytest.mark.parametrize("name", ["linear", "cosine"])
@@ -38,24 +39,26 @@ def test_cosine_schedule_matches_its_formula():
 
 def test_q_sample_matches_iterating_the_one_step_chain():
     """x_t from t+1 single steps x_{k} = sqrt(1 - beta_k) x_{k-1} + sqrt(beta_k) z has the closed form's
-    mean and variance (100,000 chains; tolerance a few standard errors)."""
+    mean and variance (50,000 chains; tolerances 4 and 5 standard errors)."""
     sched = linear_schedule(1000)
     t = 300
     x0 = jnp.array([-1.0, 0.0, 0.7])
-    n = 100_000
+    n = 50_000
     keys = jax.random.split(jax.random.key(0), t + 1)
 
     def one_step(x, kb):
         k, beta = kb
         return jnp.sqrt(1 - beta) * x + jnp.sqrt(beta) * jax.random.normal(k, x.shape), None
 
-    chain, _ = jax.lax.scan(one_step, jnp.broadcast_to(x0, (n, 3)), (keys, sched.betas[:t + 1]))
+    # 45M normal draws: compiled with XLA's optimisation on, whatever the suite's XLA_FLAGS say
+    run = jax.jit(lambda x, kb: jax.lax.scan(one_step, x, kb)[0], compiler_options=OPTIMISED)
+    chain = run(jnp.broadcast_to(x0, (n, 3)), (keys, sched.betas[:t + 1]))
     closed = q_sample(sched, jnp.broadcast_to(x0, (n, 3)), jnp.full((n,), t), jax.random.normal(jax.random.key(1), (n, 3)))
     ab = float(sched.alpha_bars[t])
     for x in (chain, closed):
         mean, var = np.asarray(x.mean(0)), np.asarray(x.var(0))
         np.testing.assert_allclose(mean, np.sqrt(ab) * np.asarray(x0), atol=4 * np.sqrt((1 - ab) / n))
-        np.testing.assert_allclose(var, 1 - ab, rtol=0.02)
+        np.testing.assert_allclose(var, 1 - ab, rtol=5 * np.sqrt(2 / n))  # var's SE: sqrt(2/n) of it
 
 
 def test_min_snr_weights():
