@@ -2,12 +2,15 @@
 
     python benchmarks/rnn_vs_torch.py [--cell lstm|gru|rnn] [--steps 300] [--rounds 10] [--threads N]
                                       [--batch-size 32] [--seq-len 128] [--embed 64] [--hidden 256]
-                                      [--layers 2] [--unroll 1] [--seed 0] [--quick] [--json PATH]
+                                      [--layers 2] [--unroll 1] [--torch-onednn on|off] [--seed 0]
+                                      [--quick] [--json PATH]
 
 The model: embedding (64) -> 2 recurrent layers (256 hidden) -> vocabulary logits, on the embedded
 Shakespeare corpus with the character tokenizer (`load_text("shakespeare")`).
   jaxdl    RecurrentLM (dropout 0) + LanguageModel.loss, the engine's jitted `make_train_step`
-  PyTorch  nn.Embedding -> nn.LSTM/GRU/RNN(batch_first=True) -> nn.Linear (benchmarks/torch_lm.py), eager
+  PyTorch  nn.Embedding -> nn.LSTM/GRU/RNN(batch_first=True) -> nn.Linear (benchmarks/torch_lm.py), eager;
+           on x86 its LSTM runs oneDNN's fused LSTM kernel (forward and backward), its GRU and RNN
+           its own per-step kernels; --torch-onednn off gives the LSTM those too
 
 Same start, same data, same optimizer: the torch model gets jaxdl's initial weights (checked: both
 give the same loss on the first batch, else the script stops), both train on the very same
@@ -60,6 +63,9 @@ def parse_args(argv):
     p.add_argument("--seq-len", type=int, default=128, help="tokens per training window and per validation window")
     add_run_args(p, batch_size=32, steps=300)
     p.add_argument("--unroll", type=int, default=1, help="jaxdl: time steps per scan iteration")
+    p.add_argument("--torch-onednn", default="on", choices=("on", "off"),
+                   help="PyTorch's LSTM on oneDNN's fused LSTM kernel (its default on x86 CPUs) or, with off, "
+                        "on its own per-step kernels, as its GRU and RNN always are")
     add_common_tail(p)
     return finish_args(p, argv, ("embed", "hidden", "layers", "seq_len", "batch_size", "rounds", "threads", "unroll"),
                        quick=QUICK)
@@ -69,6 +75,9 @@ def main(argv=None) -> dict:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     bench = LMComparison(args, args.seq_len)  # pins the threads, configures XLA as experiments/rnn.py, loads the data
     import jax
+    import torch
+
+    torch.backends.mkldnn.enabled = args.torch_onednn == "on"
 
     from benchmarks.torch_lm import TorchLM, lm_params_to_torch
     from jaxdl.models.recurrent import RecurrentLM
@@ -88,7 +97,8 @@ def main(argv=None) -> dict:
     bench.validate()
     bench.summarize()
     print(f"\n{args.cell.upper()} char LM, {args.layers} x {args.hidden} hidden, embed {args.embed}, batch {B}, "
-          f"seq {T}, {args.steps} steps, Adam {LR:g} + clip {CLIP_NORM:g}; medians over {args.rounds} interleaved rounds\n")
+          f"seq {T}, {args.steps} steps, Adam {LR:g} + clip {CLIP_NORM:g}; medians over {args.rounds} interleaved rounds; "
+          f"PyTorch's oneDNN {args.torch_onednn}\n")
     bench.print_table()
     bench.print_summary()
     return bench.finish()
