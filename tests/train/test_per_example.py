@@ -68,7 +68,7 @@ def test_per_example_grads_and_norms_match_a_loop_of_grads_on_batches_of_one():
     loop, loop_metrics = _loop_grads(params, batch)
     for i in range(B):
         got = jax.tree.map(lambda a: np.asarray(a[i]), grads_B)
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, loop[i])
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), got, loop[i])  # float32, entries ~1
         assert float(metrics_B["loss"][i]) == pytest.approx(loop_metrics[i]["loss"], rel=1e-5)
     norms_B = jax.jit(per_example_grad_norms, static_argnums=0)(_mlp_loss, params, batch, jax.random.key(1))
     assert norms_B.shape == (B,)
