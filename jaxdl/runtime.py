@@ -135,8 +135,14 @@ def configure_xla() -> list[str]:
     is imported)."""
     if os.environ.get("JAXDL_XLA_DEFAULTS", "1") == "0" or "jax" in sys.modules:
         return []
+    return add_xla_flags(supported_cpu_flags())
+
+
+def add_xla_flags(flags: list[str]) -> list[str]:
+    """Append to XLA_FLAGS those of `flags` it does not set already (by name); returns those appended.
+    XLA reads XLA_FLAGS when its first backend starts."""
     current = os.environ.get("XLA_FLAGS", "")
-    added = [f for f in supported_cpu_flags() if f.split("=")[0] not in current]
+    added = [f for f in flags if f.split("=")[0] not in current]
     if added:
         os.environ["XLA_FLAGS"] = " ".join([current, *added]).strip()
     return added

@@ -35,9 +35,7 @@ if _CACHE is None:  # the first process (xdist's controller, or the only one): w
     _CACHE = os.environ["JAXDL_TEST_XLA_CACHE"] = tempfile.mkdtemp(prefix="jaxdl-test-xla-cache-")
     atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
     if os.environ.get("JAXDL_TEST_XLA_DEFAULTS", "1") != "0":  # =0: the suite on XLA's own settings
-        _current = os.environ.get("XLA_FLAGS", "")
-        _added = [f for f in runtime.supported_cpu_flags(TEST_XLA_FLAGS) if f.split("=")[0] not in _current]
-        os.environ["XLA_FLAGS"] = " ".join([_current, *_added]).strip()
+        runtime.add_xla_flags(runtime.supported_cpu_flags(TEST_XLA_FLAGS))
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

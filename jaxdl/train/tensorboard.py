@@ -48,6 +48,8 @@ def _import_tensorboardx() -> None:
         import tensorboardX  # noqa: F401
     finally:
         del sys.modules["torch"]
+
+
 _open: dict[str, "RunLog"] = {}  # absolute workdir -> its writer
 
 
