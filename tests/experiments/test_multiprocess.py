@@ -13,6 +13,7 @@ import numpy as np
 
 from experiments import cnn
 from jaxdl.data import batches, images
+from tests.conftest import multi_device_xla_flags
 from tests.experiments.workdir import latest_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -28,7 +29,7 @@ def _free_port() -> int:
 
 def _launch_two(workdir, shares):
     """Both processes of experiments/cnn.py, each noting the rows it reads in shares/<i>.json."""
-    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4",
+    env = {**os.environ, "XLA_FLAGS": multi_device_xla_flags(4),
            "JAX_PLATFORMS": "cpu"}
     flags = ["--coordinator", f"localhost:{_free_port()}", "--num-processes", "2", "--workdir", str(workdir)]
     shares.mkdir()
