@@ -6,8 +6,10 @@ How each command runs:
   python experiments/X.py ARGS     in-process X.main(ARGS + TINY[X]): later flags win, so the page's own
                                    choices stay and only the sizes shrink (the workdir name is unchanged)
   jaxdl ARGS                       in-process jaxdl.commands.main (`jaxdl train F ...` gets TINY[F.py])
-  python benchmarks/X.py ARGS      a subprocess, with --quick appended (without ARGS, where
-                                   tests/benchmarks runs `X.py --quick` itself: checked it exists)
+  python benchmarks/X.py ARGS      a subprocess, with --quick appended; not run where a test runs that
+                                   very quick run itself: `X.py --quick` (tests/benchmarks), with ARGS
+                                   only --steps/--rounds (QUICK_RUN) and no environment of its own, or a
+                                   command of RUN_BY_A_TEST
   python -c CODE, python FILE.py   exec'd / run as __main__ in-process, the folder first on sys.path
   python -m pytest ARGS            a subprocess from the repository root with --collect-only: the
                                    selection must collect tests (running them is the suite's own job)
@@ -64,6 +66,11 @@ FILE_TINY = {"train_my_net.py": [("for step in range(100):", "for step in range(
 QUICK_ALONE = ("accelerator.py", "cnn_vs_torch.py", "generation_speed.py", "input_pipeline.py", "lm_vs_torch.py",
                "rnn_vs_torch.py")
 QUICK_RUN = {"steps": 6, "rounds": 2}  # what a page's --steps and --rounds become for a benchmark
+# page commands a test runs itself, with its own runs in place of the page's (its PAGE_COMMAND is the key)
+RUN_BY_A_TEST = {"python benchmarks/inference_speed.py --cnn runs/cnn --lstm runs/rnn-lstm":
+                 "tests/inference/test_inference_benchmark.py"}
+# what a command's own environment (an env prefix in a bash block) can change in a benchmark's run
+RUN_ENV_PREFIXES = ("JAXDL_", "XLA_", "JAX_", "TF_", "OMP_", "MKL_", "MALLOC_", "TORCH_")
 SETUP = ("python3 -m venv", "python -m venv", ". .venv/bin/activate", "source .venv/bin/activate")
 
 
@@ -374,6 +381,31 @@ def config_of(script: str, argv: list[str], drop: tuple[str, ...] = ("--mesh",))
     return cli.parse(importlib.import_module(f"experiments.{script}").Config, argv)
 
 
+def run_by_a_test(words: list[str]) -> bool:
+    """Whether `python benchmarks/X.py ...` (words), run quick, is a run a test makes itself."""
+    if " ".join(words) in RUN_BY_A_TEST:
+        return True
+    if os.path.basename(words[1]) not in QUICK_ALONE:
+        return False
+    rest, i = [], 2
+    while i < len(words):  # --steps N / --rounds N: the quick run's own values replace them
+        if words[i] in {f"--{flag}" for flag in QUICK_RUN}:
+            i += 2
+            continue
+        if not words[i].startswith(tuple(f"--{flag}=" for flag in QUICK_RUN)):
+            rest.append(words[i])
+        i += 1
+    return not rest
+
+
+def own_environment() -> bool:
+    """In a bash block's subprocess: whether the command was given variables of its own (an env
+    prefix) that can change a run, beyond the block's environment (DOCS_BLOCK_ENV)."""
+    block = json.loads(os.environ.get("DOCS_BLOCK_ENV", "{}"))
+    names = {k for k in [*os.environ, *block] if k.startswith(RUN_ENV_PREFIXES)}
+    return any(os.environ.get(k) != block.get(k) for k in names)
+
+
 def run_words(words: list[str], folder: str, page: str, where: str) -> None:
     """One command, split into words (no shell syntax), run as the module docstring says."""
     if " ".join(words).startswith(SETUP):
@@ -394,7 +426,7 @@ def run_words(words: list[str], folder: str, page: str, where: str) -> None:
             assert os.path.isfile(os.path.join(folder, workdir, "summary.json")), f"{where}: no {workdir}/summary.json"
         return
     if words[0] == "python" and len(words) > 1 and words[1].startswith("benchmarks/"):
-        if len(words) == 2 and os.path.basename(words[1]) in QUICK_ALONE:  # that very run is a test already
+        if run_by_a_test(words):
             assert os.path.isfile(os.path.join(ROOT, words[1])), f"{where}: {words[1]}?"
             return
         env = subprocess_env(folder, page)
@@ -490,7 +522,9 @@ def run_block(block: Block, folder: str) -> None:
         return
     lines = command_lines(block.text)
     if is_shell(lines):
-        run_subprocess(["bash", "-e", "-c", block.text], folder, subprocess_env(folder, block.page), where)
+        env = subprocess_env(folder, block.page)
+        env["DOCS_BLOCK_ENV"] = json.dumps({k: v for k, v in env.items() if k.startswith(RUN_ENV_PREFIXES)})
+        run_subprocess(["bash", "-e", "-c", block.text], folder, env, where)
         return
     for line in lines:
         run_line(line, folder, block.page, where)
@@ -534,6 +568,9 @@ def shim(argv: list[str]) -> None:
     if argv[:2] == ["python", "-c"] or (argv[0] == "python" and len(argv) > 1 and argv[1].startswith("-")):
         os.execv(sys.executable, [sys.executable, *argv[1:]])
     if argv[0] == "python" and argv[1].startswith("benchmarks/"):
+        if run_by_a_test(argv) and not own_environment():
+            print(f"[docs] (run by a test) {' '.join(argv)}", file=sys.stderr)
+            return
         os.environ["XLA_FLAGS"] = quick_xla_flags()  # a --quick figure means nothing
         # the page's --steps/--rounds are parsed, then the quick run's own win (the last of a repeated flag)
         again = [w for flag, quick in QUICK_RUN.items() if f"--{flag}" in argv for w in (f"--{flag}", str(quick))]

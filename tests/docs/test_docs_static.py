@@ -249,3 +249,25 @@ def test_a_failing_or_unknown_command_fails_its_page(tmp_path, monkeypatch):
         h.run_block(h.Block("x.md", 1, "bash", "make everything\n", {}), str(tmp_path))
     with pytest.raises(AssertionError, match="exit status"):  # a shell block, through the shim
         h.run_block(h.Block("x.md", 1, "bash", "X=1 jaxdl info runs/nothing-here\n", {}), str(tmp_path))
+
+
+def test_a_benchmark_command_is_left_to_a_test_only_when_a_test_makes_that_very_run(monkeypatch):
+    run_by_a_test = lambda line: h.run_by_a_test(shlex.split(line))
+    assert run_by_a_test("python benchmarks/rnn_vs_torch.py")
+    assert run_by_a_test("python benchmarks/rnn_vs_torch.py --steps 61 --rounds 6")  # run as --steps 6 --rounds 2
+    assert run_by_a_test("python benchmarks/lm_vs_torch.py --steps=201")
+    assert not run_by_a_test("python benchmarks/rnn_vs_torch.py --cell gru --steps 61")
+    assert not run_by_a_test("python benchmarks/inference_speed.py")  # not one of QUICK_ALONE
+    for command, test_file in h.RUN_BY_A_TEST.items():
+        assert run_by_a_test(command)
+        module = test_file.removesuffix(".py").replace("/", ".")
+        assert __import__(module, fromlist=["PAGE_COMMAND"]).PAGE_COMMAND == command, test_file
+    # in a bash block: a variable of the command's own (an env prefix) makes it a run of its own
+    monkeypatch.setenv("DOCS_BLOCK_ENV", '{"JAX_PLATFORMS": "cpu"}')
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    monkeypatch.delenv("JAXDL_MALLOC_DEFAULTS", raising=False)
+    for name in [k for k in os.environ if k.startswith(h.RUN_ENV_PREFIXES) and k != "JAX_PLATFORMS"]:
+        monkeypatch.delenv(name)
+    assert not h.own_environment()
+    monkeypatch.setenv("JAXDL_MALLOC_DEFAULTS", "0")
+    assert h.own_environment()

@@ -1,11 +1,13 @@
-"""benchmarks/inference_speed.py --quick run as a user runs it (a subprocess), on the tiny runs these
-tests share: its tables are printed, its figures are there, positive and the ones printed; a missing
-run or one of another family is refused in one line; the runs it makes itself use flags its
-experiments take."""
+"""benchmarks/inference_speed.py --quick run as a user runs it (a subprocess): the command Using
+trained models shows (PAGE_COMMAND, which the page's own test leaves to this one), on the tiny runs
+these tests share, the GPT's made by the benchmark itself: its tables are printed, its figures are
+there, positive and the ones printed; a missing run or one of another family is refused in one line;
+the runs it makes itself use flags its experiments take."""
 
 import json
 import math
 import re
+import shlex
 
 import pytest
 
@@ -16,9 +18,15 @@ from tests.benchmarks.quick import run_ok
 from tests.experiments.workdir import exits_2
 
 
-def test_inference_benchmark_quick(cnn_run, rnn_run, gpt_run, tmp_path):
-    out = run_ok("inference_speed.py", ["--quick", "--cnn", str(cnn_run[0]), "--lstm", str(rnn_run[0]),
-                                        "--gpt", str(gpt_run[0]), "--json", str(tmp_path / "f.json")])
+PAGE_COMMAND = "python benchmarks/inference_speed.py --cnn runs/cnn --lstm runs/rnn-lstm"
+
+
+def test_inference_benchmark_quick(cnn_run, rnn_run, tmp_path):
+    ours = {"runs/cnn": str(cnn_run[0]), "runs/rnn-lstm": str(rnn_run[0])}
+    argv = [ours.get(word, word) for word in shlex.split(PAGE_COMMAND)[2:]]
+    assert set(ours.values()) <= set(argv)
+    out = run_ok("inference_speed.py", [*argv, "--quick", "--json", str(tmp_path / "f.json")])
+    assert "making a gpt run: experiments/transformer.py" in out
     figures = json.loads((tmp_path / "f.json").read_text())
     predict = figures["predict"]
     assert predict["images"] == inference_speed.QUICK["images"] and predict["steady_predict_s"] > 0
