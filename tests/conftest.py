@@ -58,7 +58,7 @@ SLOW = ("tests/experiments/", "tests/inference/", "tests/benchmarks/", "tests/tr
         "tests/train/test_launch_detection.py", "tests/docs/test_docs_use.py", "tests/docs/test_docs_families.py",
         "tests/docs/test_docs_tools.py",
         "tests/convert/test_gpt2_convert.py", "tests/convert/test_mynet_convert.py",
-        "tests/tasks/test_text_to_image.py",
+        "tests/tasks/test_text_to_image.py", "tests/test_grouping.py",
     "tests/models/test_cnn.py::test_dropout_only_in_training",
     "tests/models/test_cnn.py::test_output_shapes",
     "tests/models/test_cnn_torch_parity.py::test_adam_steps_match_torch",
@@ -114,11 +114,17 @@ QUICK_IN_SLOW_FILES = ("tests/experiments/test_bad_inputs.py::test_sweep_parse",
                        "tests/experiments/test_bad_inputs.py::test_sweep_count")  # argument parsing only
 
 
+UNGROUPED = ("tests/docs/test_docs_use.py", "tests/docs/test_docs_families.py", "tests/docs/test_docs_tools.py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups (tests/test_grouping.py)
 def pytest_collection_modifyitems(config, items):
     """Mark SLOW slow; one xdist group per test file (tests/inference: one for all of it, as its
-    files share the session's trained runs), for `--dist loadgroup`."""
+    files share the session's trained runs), for `--dist loadgroup`, except the page runs of
+    UNGROUPED, which share nothing and so spread over the workers one by one."""
     for item in items:
         path = item.nodeid.split("::")[0]
         if item.nodeid.startswith(SLOW) and not item.nodeid.startswith(QUICK_IN_SLOW_FILES):
             item.add_marker(pytest.mark.slow)
-        item.add_marker(pytest.mark.xdist_group("tests/inference" if path.startswith("tests/inference/") else path))
+        if path not in UNGROUPED:
+            item.add_marker(pytest.mark.xdist_group("tests/inference" if path.startswith("tests/inference/") else path))
