@@ -29,8 +29,8 @@ runtime.configure_allocator()  # as the experiments do: no page faults re-taking
 # devices get `multi_device_xla_flags`, without the older emitters: with both flags, XLA:CPU (jaxlib
 # 0.10.2) computes the second and later calls of the 8-device batch-norm train step wrongly (its loss
 # at step 2 is 0.970, not 0.950; the first call is right), every time.
-TEST_XLA_FLAGS = ["--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false"]
 NOT_ON_SEVERAL_DEVICES = "--xla_cpu_use_fusion_emitters=false"
+TEST_XLA_FLAGS = ["--xla_backend_optimization_level=0", NOT_ON_SEVERAL_DEVICES]
 OPTIMISED = {"xla_backend_optimization_level": 2, "xla_cpu_use_fusion_emitters": True}
 
 _CACHE = os.environ.get("JAXDL_TEST_XLA_CACHE")

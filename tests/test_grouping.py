@@ -3,6 +3,7 @@ test file runs whole in one worker, so its module fixtures (a trained run, a com
 made once. pytest-xdist marks the groups through the node ids, which some pytest releases no longer
 let it change; then the tests are spread one by one and every fixture is made in both workers."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -24,7 +25,7 @@ def test_each_file_runs_in_one_worker(tmp_path):
         (tmp_path / name).write_text(TEST_FILE)
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", "loadgroup", "-p",
                            "no:cacheprovider", "--rootdir", str(tmp_path), str(tmp_path)],
-                          cwd=ROOT, env={"PYTHONPATH": ROOT, **__import__("os").environ}, capture_output=True,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     ran = [line.split() for line in (tmp_path / "ran.txt").read_text().splitlines()]

@@ -387,14 +387,14 @@ def run_by_a_test(words: list[str]) -> bool:
         return True
     if os.path.basename(words[1]) not in QUICK_ALONE:
         return False
+    flags = tuple(f"--{flag}" for flag in QUICK_RUN)  # --steps N / --rounds N: the quick run's own win
     rest, i = [], 2
-    while i < len(words):  # --steps N / --rounds N: the quick run's own values replace them
-        if words[i] in {f"--{flag}" for flag in QUICK_RUN}:
+    while i < len(words):
+        if words[i] in flags:
             i += 2
-            continue
-        if not words[i].startswith(tuple(f"--{flag}=" for flag in QUICK_RUN)):
-            rest.append(words[i])
-        i += 1
+        else:
+            rest += [] if words[i].startswith(tuple(f"{f}=" for f in flags)) else [words[i]]
+            i += 1
     return not rest
 
 
