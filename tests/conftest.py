@@ -20,6 +20,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from jaxdl import runtime  # noqa: E402
+from tests import run_store  # noqa: E402
 
 runtime.configure_allocator()  # as the experiments do: no page faults re-taking each step's temporaries
 
@@ -37,6 +38,8 @@ _CACHE = os.environ.get("JAXDL_TEST_XLA_CACHE")
 if _CACHE is None:  # the first process (xdist's controller, or the only one): workers inherit both
     _CACHE = os.environ["JAXDL_TEST_XLA_CACHE"] = tempfile.mkdtemp(prefix="jaxdl-test-xla-cache-")
     atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+    _RUNS = os.environ[run_store.STORE] = tempfile.mkdtemp(prefix="jaxdl-test-runs-")  # tests/run_store.py
+    atexit.register(shutil.rmtree, _RUNS, ignore_errors=True)
     if os.environ.get("JAXDL_TEST_XLA_DEFAULTS", "1") != "0":  # =0: the suite on XLA's own settings
         runtime.add_xla_flags(runtime.supported_cpu_flags(TEST_XLA_FLAGS))
 jax.config.update("jax_compilation_cache_dir", _CACHE)
@@ -116,15 +119,41 @@ QUICK_IN_SLOW_FILES = ("tests/experiments/test_bad_inputs.py::test_sweep_parse",
 
 UNGROUPED = ("tests/docs/test_docs_use.py", "tests/docs/test_docs_families.py", "tests/docs/test_docs_tools.py")
 
+# The longest xdist groups and page runs first (seconds on 2 cores, 2026-12-03): `--dist loadgroup` hands
+# out the groups in collection order, so a long one collected last would run alone at the end. The
+# rest follow in collection order. (Using trained models comes after tests/inference, whose runs it copies.)
+LONGEST_FIRST = (
+    "tests/inference/",  # 160 s
+    "tests/docs/test_docs_tools.py::test_page[docs/speed.md]",  # 78
+    "tests/experiments/test_resilience.py",  # 80
+    "tests/docs/test_docs_families.py::test_page[docs/diffusion.md]",  # 67
+    "tests/experiments/test_faults.py",  # 63
+    "tests/benchmarks/",  # 56
+    "tests/experiments/test_cnn_experiment.py",  # 52
+    "tests/docs/test_docs_families.py::test_page[docs/transformers.md]",  # 50
+    "tests/docs/test_docs_use.py::test_pytorch",  # 44
+    "tests/docs/test_docs_use.py::test_using_trained_models",  # 39
+    "tests/docs/test_docs_tools.py::test_page[docs/scale-and-resilience.md]",  # 35
+    "tests/docs/test_docs_families.py::test_page[docs/mynet.md]",  # 34
+    "tests/tasks/test_text_to_image.py",  # 36
+    "tests/docs/test_docs_families.py::test_page[docs/recurrent.md]",  # 30
+    "tests/experiments/test_multiprocess.py",  # 31
+    "tests/experiments/test_tensorboard.py",  # 29
+    "tests/train/test_multidevice.py",  # 27
+)
+
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups (tests/test_grouping.py)
 def pytest_collection_modifyitems(config, items):
     """Mark SLOW slow; one xdist group per test file (tests/inference: one for all of it, as its
     files share the session's trained runs), for `--dist loadgroup`, except the page runs of
-    UNGROUPED, which share nothing and so spread over the workers one by one."""
+    UNGROUPED, which share nothing and so spread over the workers one by one; LONGEST_FIRST first
+    (a stable sort: each file's tests keep their order)."""
     for item in items:
         path = item.nodeid.split("::")[0]
         if item.nodeid.startswith(SLOW) and not item.nodeid.startswith(QUICK_IN_SLOW_FILES):
             item.add_marker(pytest.mark.slow)
         if path not in UNGROUPED:
             item.add_marker(pytest.mark.xdist_group("tests/inference" if path.startswith("tests/inference/") else path))
+    rank = {prefix: i for i, prefix in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: next((rank[p] for p in LONGEST_FIRST if item.nodeid.startswith(p)), len(rank)))

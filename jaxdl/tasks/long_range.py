@@ -41,10 +41,14 @@ class RecallTask:
             raise ValueError("the recall task reads token ids through one forward layer")
         self.model, self.embed_std, self.forget_bias = model, embed_std, forget_bias
         self._metrics_many = jax.jit(jax.vmap(self._sums))
+        self._init_jitted = jax.jit(self._init)  # one compile for every seed, not one per op
 
     def init(self, rng: jax.Array, batch: dict[str, Any]) -> Any:
+        return self._init_jitted(rng, batch["tokens"][:1])
+
+    def _init(self, rng: jax.Array, tokens_1T: jax.Array) -> Any:
         k_model, k_embed = jax.random.split(rng)
-        params = self.model.init(k_model, batch["tokens"][:1])
+        params = self.model.init(k_model, tokens_1T)
         p = params["params"]
         table = p["Embed_0"]["embedding"]
         embed = self.embed_std * jax.random.normal(k_embed, table.shape, table.dtype)

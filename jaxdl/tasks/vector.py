@@ -41,9 +41,10 @@ class VectorTask:
         self.main_metric = MAIN_METRIC[loss]
         self._eval_one_model = jax.jit(self._evaluate_fn)
         self._eval_many_models = jax.jit(jax.vmap(self._evaluate_fn, in_axes=(0, None)))
+        self._init = jax.jit(self.model.init)  # one compile for every seed, not one per op
 
     def init(self, rng: jax.Array, batch: dict[str, Any]) -> Any:
-        return self.model.init(rng, batch["x"])
+        return self._init(rng, batch["x"])
 
     def loss(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array) -> tuple[jax.Array, dict]:
         logits, model_state = apply_training(self.model, params, batch["x"])

@@ -4,7 +4,8 @@ block of README.md and docs/*.md, in page order, in a fresh folder that looks li
 
 How each command runs:
   python experiments/X.py ARGS     in-process X.main(ARGS + TINY[X]): later flags win, so the page's own
-                                   choices stay and only the sizes shrink (the workdir name is unchanged)
+                                   choices stay and only the sizes shrink (the workdir name is unchanged);
+                                   a run another test or page made already is copied (tests/run_store.py)
   jaxdl ARGS                       in-process jaxdl.commands.main (`jaxdl train F ...` gets TINY[F.py])
   python benchmarks/X.py ARGS      a subprocess, with --quick appended; not run where a test runs that
                                    very quick run itself: `X.py --quick` (tests/benchmarks), with ARGS
@@ -45,6 +46,8 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+from tests import run_store  # noqa: E402
 
 PAGES = ["README.md", *sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))]
 HANG = 900  # seconds: only a hung subprocess gets near this
@@ -417,7 +420,7 @@ def run_words(words: list[str], folder: str, page: str, where: str) -> None:
         assert script in EXPERIMENTS and os.path.isfile(os.path.join(ROOT, words[1])), f"{where}: {words[1]}?"
         argv = words[2:] + tiny(script, words[2:], page)
         try:
-            experiment_main(script)(argv)
+            run_store.run(script, argv)
         except SystemExit as e:  # --help
             assert e.code in (0, None) and "--help" in argv, f"{where}: {' '.join(words)} exited {e.code}"
             return
@@ -580,7 +583,7 @@ def shim(argv: list[str]) -> None:
         return
     if argv[0] == "python" and argv[1].startswith("experiments/"):
         script = os.path.splitext(os.path.basename(argv[1]))[0]
-        cli.run(experiment_main(script), argv[2:] + tiny(script, argv[2:], page))
+        cli.run(lambda args: run_store.run(script, list(args)), argv[2:] + tiny(script, argv[2:], page))
         return
     run_words(argv, os.getcwd(), page, f"{page} (shell)")
 

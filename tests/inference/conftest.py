@@ -2,7 +2,7 @@
 
 import pytest
 
-from experiments import cnn, diffusion, mlp, rnn, transformer
+from tests import run_store
 
 CNN = ["--image-size", "8", "--batch-size", "32", "--epochs", "2", "--log-every", "5"]
 RNN = ["--hidden", "16", "--embed", "8", "--layers", "1", "--seq-len", "16", "--batch-size", "8", "--steps", "6",
@@ -18,20 +18,20 @@ DIFFUSION = ["--channels", "8", "--levels", "1", "--blocks", "1", "--heads", "2"
              "--lr-schedule", "constant", "--warmup-steps", "0"]
 
 
-RUNS = {"cnn": (cnn.main, CNN), "rnn": (rnn.main, RNN), "gpt": (transformer.main, GPT),
-        "seq2seq": (transformer.main, SEQ2SEQ), "diffusion": (diffusion.main, DIFFUSION),
-        "xor": (mlp.main, ["--task", "xor", "--epochs", "3"]),
-        "digits_mlp": (mlp.main, ["--task", "digits", "--epochs", "2", "--ensemble", "2"])}
+RUNS = {"cnn": ("cnn", CNN), "rnn": ("rnn", RNN), "gpt": ("transformer", GPT), "seq2seq": ("transformer", SEQ2SEQ),
+        "diffusion": ("diffusion", DIFFUSION), "xor": ("mlp", ["--task", "xor", "--epochs", "3"]),
+        "digits_mlp": ("mlp", ["--task", "digits", "--epochs", "2", "--ensemble", "2"])}
 
 
 def _run_fixture(name):
-    """A session fixture: (workdir, summary) of the `name` run, trained on first use."""
+    """A session fixture: (workdir, summary) of the `name` run, trained on first use (or copied from
+    the same run another process of the session made: tests/run_store.py)."""
 
     @pytest.fixture(scope="session", name=f"{name}_run")
     def trained(tmp_path_factory):
-        main, argv = RUNS[name]
+        script, argv = RUNS[name]
         workdir = tmp_path_factory.mktemp(name)
-        return workdir, main([*argv, "--workdir", str(workdir)])
+        return workdir, run_store.run(script, [*argv, "--workdir", str(workdir)])
 
     return trained
 

@@ -1,0 +1,118 @@
+"""Finished tiny runs, shared by every process of a test session.
+
+The same tiny run (one experiment, one config) is asked for by several tests and pages: the
+inference session's runs, the diffusion experiment's tests, and `python experiments/cnn.py` on ten
+pages. Training is deterministic, so a second identical run makes the same workdir; `run` trains it
+once per session and hands later callers a copy, whichever process they are in (pytest's workers,
+the page processes, their bash blocks).
+
+A run is shared only when it is a new run (its workdir absent or empty) whose config names no file
+or folder outside its workdir (a `folder:` or `text:` dataset, --init-from, --checkpoint-dir, a TFDS
+--data-dir): what those hold can differ between callers. The key is the experiment, its whole config
+less the workdir, and what else can change the numbers: XLA_FLAGS (as a set), the run-related
+environment variables, the devices and jax's precision settings. Callers of one key wait for the
+first to finish (a file lock); a failed run stores nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib
+import json
+import os
+import pickle
+import shutil
+import sys
+from typing import Any
+
+STORE = "JAXDL_TEST_RUN_STORE"  # the folder, set for the session by tests/conftest.py
+ENV_PREFIXES = ("JAXDL_", "XLA_", "JAX_", "TF_", "OMP_", "MKL_", "MALLOC_", "GLIBC_TUNABLES")
+NOT_THE_RUNS = ("JAXDL_TEST_", "JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_", "XLA_FLAGS", "JAX_PLATFORMS")
+OUTSIDE = ("init_from", "checkpoint_dir", "data_dir")  # config fields that point outside the workdir
+
+
+def run(script: str, argv: list[str]) -> Any:
+    """`experiments/<script>.py argv` in this process (what its `main` returns), or a copy of the same
+    run finished earlier in the session."""
+    main = importlib.import_module(f"experiments.{script}").main
+    key, workdir = _key(script, argv)
+    if key is None:
+        return main(argv)
+    folder = os.path.join(os.environ[STORE], key)
+    with _locked(folder + ".lock"):
+        if os.path.isdir(folder):
+            return _copy_out(folder, workdir)
+        returned = main(argv)
+        _store(folder, workdir, returned)
+        return returned
+
+
+def _key(script: str, argv: list[str]) -> tuple[str | None, str]:
+    """(the run's key, its workdir); key None: a run not to share."""
+    if not os.environ.get(STORE):
+        return None, ""
+    from jaxdl import cli
+    from jaxdl.train import run_config
+
+    try:
+        config = cli.parse(importlib.import_module(f"experiments.{script}").Config, argv)
+    except (Exception, SystemExit):  # bad input or --help: the run's own call says so
+        return None, ""
+    workdir = getattr(config, "workdir", None)  # None: not a training run (typed_digits.py)
+    if workdir is None or os.path.isdir(workdir) and os.listdir(workdir) or any(getattr(config, f, "") for f in OUTSIDE):
+        return None, ""
+    fields = run_config.record(config)["config"]
+    fields.pop("workdir")
+    for value in fields.values():
+        if isinstance(value, str) and value and any(os.path.exists(v) for v in (value, value.partition(":")[2]) if v):
+            return None, ""
+    return hashlib.sha256(json.dumps(_setting(script, fields), sort_keys=True).encode()).hexdigest()[:24], workdir
+
+
+def _setting(script: str, fields: dict[str, Any]) -> dict[str, Any]:
+    import jax
+
+    env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES) and not k.startswith(NOT_THE_RUNS)}
+    return {"script": script, "config": fields, "env": env, "xla_flags": sorted(set(os.environ.get("XLA_FLAGS", "").split())),
+            "devices": [str(d) for d in jax.devices()], "x64": jax.config.jax_enable_x64,
+            "matmul_precision": str(jax.config.jax_default_matmul_precision)}
+
+
+@contextlib.contextmanager
+def _locked(path: str):
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _store(folder: str, workdir: str, returned: Any) -> None:
+    partial = folder + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(workdir, os.path.join(partial, "run"), symlinks=True)
+    with open(os.path.join(partial, "returned.pkl"), "wb") as f:
+        pickle.dump(returned, f)
+    os.rename(partial, folder)
+
+
+def _copy_out(folder: str, workdir: str) -> Any:
+    """The stored run copied to `workdir`, its config.json naming that workdir, as the run would."""
+    from jaxdl.train import run_config
+
+    if os.path.isdir(workdir):
+        os.rmdir(workdir)  # empty (_key)
+    shutil.copytree(os.path.join(folder, "run"), workdir, symlinks=True)
+    path = os.path.join(workdir, run_config.FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        saved["config"]["workdir"] = workdir
+        with open(path, "w") as f:
+            json.dump(saved, f, indent=2)
+    print(f"[run store] {workdir}: the same run, made earlier in this session", file=sys.stderr)
+    with open(os.path.join(folder, "returned.pkl"), "rb") as f:
+        return pickle.load(f)
