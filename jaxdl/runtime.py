@@ -46,9 +46,15 @@ def _jaxlib_build() -> str | None:
     return f"{dist.version} {dist.locate_file('')}"
 
 
-def _cache_file() -> str:
+def cache_dir() -> str:
+    """jaxdl's own cache folder ($XDG_CACHE_HOME/jaxdl, else ~/.cache/jaxdl): what is worked out once
+    per machine and reused (the XLA flags a jaxlib accepts, the digits split)."""
     home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(home, "jaxdl", "xla_cpu_flags.json")
+    return os.path.join(home, "jaxdl")
+
+
+def _cache_file() -> str:
+    return os.path.join(cache_dir(), "xla_cpu_flags.json")
 
 
 def accepts(flag: str, timeout: float = 120.0) -> bool:

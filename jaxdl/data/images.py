@@ -9,6 +9,7 @@ Specs (the same everywhere, see DESIGN.md):
 from __future__ import annotations
 
 import dataclasses
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -68,7 +69,20 @@ def _dataset(name: str, train: ImageSplit, test: ImageSplit, class_names: list[s
     return ImageDataset(name, train, test, class_names, mean, std)
 
 
+DIGITS_SPLIT = {"train": 1437, "test": 360}  # images in each split
+
+
 def load_digits() -> ImageDataset:
+    """scikit-learn's 1,797 digits as uint8 0..255, split 80/20 stratified with seed 0."""
+    split = _cached_digits_split()
+    if split is None:
+        split = _digits_split()
+        _cache_digits_split(split)
+    (xtr, ytr), (xte, yte) = split["train"], split["test"]
+    return _dataset("digits", ImageSplit(xtr, ytr), ImageSplit(xte, yte), [str(i) for i in range(10)])
+
+
+def _digits_split() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     from sklearn.datasets import load_digits as sk_digits
     from sklearn.model_selection import train_test_split
 
@@ -76,7 +90,44 @@ def load_digits() -> ImageDataset:
     images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]  # 0..16 -> 0..255
     labels = d.target.astype(np.int32)
     xtr, xte, ytr, yte = train_test_split(images, labels, test_size=0.2, stratify=labels, random_state=0)
-    return _dataset("digits", ImageSplit(xtr, ytr), ImageSplit(xte, yte), [str(i) for i in range(10)])
+    return {"train": (xtr, ytr), "test": (xte, yte)}
+
+
+def _digits_cache_file() -> str:
+    """The split as scikit-learn made it, kept per scikit-learn version in jaxdl's cache folder: a
+    later process reads it in milliseconds instead of importing scikit-learn (~1 s)."""
+    from importlib import metadata
+
+    from jaxdl.runtime import cache_dir
+
+    return os.path.join(cache_dir(), f"digits-split-scikit-learn-{metadata.version('scikit-learn')}.npz")
+
+
+def _cached_digits_split() -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """The cached split, or None when there is none or it is not what _digits_split makes."""
+    try:
+        with np.load(_digits_cache_file()) as z:
+            split = {name: (z[f"{name}_images"], z[f"{name}_labels"]) for name in DIGITS_SPLIT}
+    except Exception:  # noqa: BLE001 - missing, unreadable or damaged: made again
+        return None
+    for name, n in DIGITS_SPLIT.items():
+        images, labels = split[name]
+        if images.shape != (n, 8, 8, 1) or images.dtype != np.uint8 or labels.shape != (n,) or \
+                labels.dtype != np.int32 or not np.isin(labels, np.arange(10)).all():
+            return None
+    return split
+
+
+def _cache_digits_split(split: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    path = _digits_cache_file()
+    arrays = {f"{name}_{part}": a for name, pair in split.items() for part, a in zip(("images", "labels"), pair)}
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        partial = f"{path}.{os.getpid()}.npz"
+        np.savez(partial, **arrays)
+        os.replace(partial, path)  # whole or not at all, whichever process writes last
+    except OSError:  # a read-only home: made again next time
+        pass
 
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}

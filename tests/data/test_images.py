@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from jaxdl.data import images
 from jaxdl.data.batches import cycled_batches, epoch_batches, eval_batches
 from jaxdl.data.images import load_images
 from jaxdl.errors import UsageError
@@ -29,6 +30,31 @@ def test_digits_fixed_stratified_split():
     np.testing.assert_array_equal(a.test.labels, b.test.labels)
     assert np.bincount(a.test.labels).min() >= 35  # every class present in test
     assert a.train.images.max() == 255 and 0.1 < a.mean[0] < 0.5
+
+
+def test_digits_from_the_cache_are_scikit_learns_split(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    made = images._digits_split()  # what scikit-learn makes
+    first, second = load_images("digits"), load_images("digits")  # made and cached, then read from the cache
+    cached = list(tmp_path.glob("jaxdl/digits-split-scikit-learn-*.npz"))
+    assert len(cached) == 1
+    for ds in (first, second):
+        for name in ("train", "test"):
+            np.testing.assert_array_equal(getattr(ds, name).images, made[name][0])
+            np.testing.assert_array_equal(getattr(ds, name).labels, made[name][1])
+            assert getattr(ds, name).labels.dtype == np.int32
+        assert ds.mean == first.mean and ds.std == first.std
+    monkeypatch.setattr(images, "_digits_split", lambda: pytest.fail("the cache was not used"))
+    load_images("digits")
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with np.load(cached[0]) as z:  # a cache that is not the split (other labels) is made again
+        np.savez(cached[0], **{**dict(z), "test_labels": np.full(360, 11, np.int32)})
+    np.testing.assert_array_equal(load_images("digits").test.labels, made["test"][1])
+    with np.load(cached[0]) as z:
+        np.testing.assert_array_equal(z["test_labels"], made["test"][1])
+    cached[0].write_bytes(b"not a zip")  # damaged
+    np.testing.assert_array_equal(load_images("digits").train.images, made["train"][0])
 
 
 def test_folder_rgb_with_classes_sorted_by_name(tmp_path):
