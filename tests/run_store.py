@@ -10,7 +10,7 @@ A run is shared only when it is a new run (its workdir absent or empty) whose co
 or folder outside its workdir (a `folder:` or `text:` dataset, --init-from, --checkpoint-dir, a TFDS
 --data-dir): what those hold can differ between callers. The key is the experiment, its whole config
 less the workdir, and what else can change the numbers: XLA_FLAGS (as a set), the run-related
-environment variables, the devices and jax's precision settings. Callers of one key wait for the
+environment variables, the devices and jax's options (x64, matmul precision, the PRNG, ...). Callers of one key wait for the
 first to finish (a file lock); a failed run stores nothing.
 """
 
@@ -30,6 +30,7 @@ from typing import Any
 STORE = "JAXDL_TEST_RUN_STORE"  # the folder, set for the session by tests/conftest.py
 ENV_PREFIXES = ("JAXDL_", "XLA_", "JAX_", "TF_", "OMP_", "MKL_", "MALLOC_", "GLIBC_TUNABLES")
 NOT_THE_RUNS = ("JAXDL_TEST_", "JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_", "XLA_FLAGS", "JAX_PLATFORMS")
+NOT_JAX_OPTIONS = ("cache", "log", "explain", "dump", "timeout", "jax_platforms")  # jax.config's, not the run's
 OUTSIDE = ("init_from", "checkpoint_dir", "data_dir")  # config fields that point outside the workdir
 
 
@@ -75,9 +76,9 @@ def _setting(script: str, fields: dict[str, Any]) -> dict[str, Any]:
     import jax
 
     env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES) and not k.startswith(NOT_THE_RUNS)}
+    options = {k: repr(v) for k, v in jax.config.values.items() if not any(w in k for w in NOT_JAX_OPTIONS)}
     return {"script": script, "config": fields, "env": env, "xla_flags": sorted(set(os.environ.get("XLA_FLAGS", "").split())),
-            "devices": [str(d) for d in jax.devices()], "x64": jax.config.jax_enable_x64,
-            "matmul_precision": str(jax.config.jax_default_matmul_precision)}
+            "devices": [str(d) for d in jax.devices()], "jax": options}
 
 
 @contextlib.contextmanager

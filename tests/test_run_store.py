@@ -3,6 +3,7 @@ copy is what a new run would have made."""
 
 import json
 
+import jax
 import pytest
 
 from experiments import mlp
@@ -55,7 +56,9 @@ def test_what_could_differ_is_trained_again(counted, tmp_path, monkeypatch):
     (tmp_path / "c" / "mine.txt").write_text("a user's file")
     run_store.run("mlp", [*XOR, "--workdir", str(tmp_path / "c")])  # a workdir with something in it
     run_store.run("mlp", [*XOR, "--init-from", str(tmp_path / "a"), "--workdir", str(tmp_path / "d")])  # another run's files
+    with jax.default_matmul_precision("highest"):  # a jax option
+        run_store.run("mlp", [*XOR, "--workdir", str(tmp_path / "e")])
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")  # other numbers, maybe
-    run_store.run("mlp", [*XOR, "--workdir", str(tmp_path / "e")])
-    assert len(counted) == 5
+    run_store.run("mlp", [*XOR, "--workdir", str(tmp_path / "f")])
+    assert len(counted) == 6
     assert (tmp_path / "c" / "mine.txt").read_text() == "a user's file"
