@@ -61,7 +61,7 @@ SLOW = ("tests/experiments/", "tests/inference/", "tests/benchmarks/", "tests/tr
         "tests/train/test_launch_detection.py", "tests/docs/test_docs_use.py", "tests/docs/test_docs_families.py",
         "tests/docs/test_docs_tools.py",
         "tests/convert/test_gpt2_convert.py", "tests/convert/test_mynet_convert.py",
-        "tests/tasks/test_text_to_image.py", "tests/test_grouping.py",
+        "tests/tasks/test_text_to_image.py", "tests/test_grouping.py", "tests/test_run_store.py",
     "tests/models/test_cnn.py::test_dropout_only_in_training",
     "tests/models/test_cnn.py::test_output_shapes",
     "tests/models/test_cnn_torch_parity.py::test_adam_steps_match_torch",

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.conftest import ROOT
+from tests.conftest import LONGEST_FIRST, ROOT
 
 TEST_FILE = textwrap.dedent("""
     import os
@@ -32,3 +32,15 @@ def test_each_file_runs_in_one_worker(tmp_path):
     assert len(ran) == 12
     workers = {f: {w for g, w in ran if g == f} for f, _ in ran}
     assert all(len(w) == 1 for w in workers.values()), workers
+
+
+def test_each_longest_first_prefix_names_a_test_file_or_page():
+    """A prefix that no longer names anything would silently order nothing."""
+    for prefix in LONGEST_FIRST:
+        path, _, test = prefix.partition("::")
+        assert os.path.exists(os.path.join(ROOT, path)), prefix
+        if "[" in test:  # a page run: test_page[docs/X.md]
+            assert os.path.isfile(os.path.join(ROOT, test[test.index("[") + 1:-1])), prefix
+        if test:
+            with open(os.path.join(ROOT, path)) as f:
+                assert f"def {test.split('[')[0]}(" in f.read(), prefix

@@ -58,7 +58,29 @@ def test_what_could_differ_is_trained_again(counted, tmp_path, monkeypatch):
     run_store.run("mlp", [*XOR, "--init-from", str(tmp_path / "a"), "--workdir", str(tmp_path / "d")])  # another run's files
     with jax.default_matmul_precision("highest"):  # a jax option
         run_store.run("mlp", [*XOR, "--workdir", str(tmp_path / "e")])
-    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")  # other numbers, maybe
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")  # other flags: another key
     run_store.run("mlp", [*XOR, "--workdir", str(tmp_path / "f")])
     assert len(counted) == 6
     assert (tmp_path / "c" / "mine.txt").read_text() == "a user's file"
+
+
+def test_every_config_in_a_copy_names_its_own_workdir(counted, tmp_path):
+    argv = ["--task", "xor", "--epochs", "1", "--compare-activations"]  # a run of runs, each with its config.json
+    run_store.run("mlp", [*argv, "--workdir", str(tmp_path / "a")])
+    run_store.run("mlp", [*argv, "--workdir", str(tmp_path / "b")])
+    assert len(counted) == 1
+    configs = list((tmp_path / "b").rglob("config.json"))
+    assert len(configs) > 1
+    for path in configs:
+        assert json.loads(path.read_text())["config"]["workdir"] == str(path.parent), path
+        assert path.read_text() == (tmp_path / "a" / path.relative_to(tmp_path / "b")).read_text().replace(
+            str(tmp_path / "a"), str(tmp_path / "b"))  # as the run writes it, but for the workdir
+
+
+def test_no_key_for_tfds_several_processes_or_help(tmp_path, monkeypatch):
+    monkeypatch.setenv(run_store.STORE, str(tmp_path))
+    workdir = ["--workdir", str(tmp_path / "w")]
+    assert run_store._key("cnn", workdir)[0] is not None  # digits, one process
+    for argv in (["--dataset", "mnist"], ["--num-processes", "2", "--process-id", "0", "--coordinator", "localhost:1"],
+                 ["--help"]):
+        assert run_store._key("cnn", [*argv, *workdir])[0] is None, argv

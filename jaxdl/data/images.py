@@ -70,6 +70,7 @@ def _dataset(name: str, train: ImageSplit, test: ImageSplit, class_names: list[s
 
 
 DIGITS_SPLIT = {"train": 1437, "test": 360}  # images in each split
+DIGITS_SPLIT_FORMAT = 1  # bumped whenever _digits_split changes what it makes: older cached splits are not read
 
 
 def load_digits() -> ImageDataset:
@@ -100,7 +101,8 @@ def _digits_cache_file() -> str:
 
     from jaxdl.runtime import cache_dir
 
-    return os.path.join(cache_dir(), f"digits-split-scikit-learn-{metadata.version('scikit-learn')}.npz")
+    name = f"digits-split-{DIGITS_SPLIT_FORMAT}-scikit-learn-{metadata.version('scikit-learn')}.npz"
+    return os.path.join(cache_dir(), name)
 
 
 def _cached_digits_split() -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
@@ -121,13 +123,16 @@ def _cached_digits_split() -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
 def _cache_digits_split(split: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
     path = _digits_cache_file()
     arrays = {f"{name}_{part}": a for name, pair in split.items() for part, a in zip(("images", "labels"), pair)}
+    partial = f"{path}.{os.getpid()}.npz"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        partial = f"{path}.{os.getpid()}.npz"
         np.savez(partial, **arrays)
         os.replace(partial, path)  # whole or not at all, whichever process writes last
-    except OSError:  # a read-only home: made again next time
-        pass
+    except OSError:  # a read-only home or a full disk: made again next time
+        try:
+            os.remove(partial)
+        except OSError:
+            pass
 
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}

@@ -36,7 +36,7 @@ def test_digits_from_the_cache_are_scikit_learns_split(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     made = images._digits_split()  # what scikit-learn makes
     first, second = load_images("digits"), load_images("digits")  # made and cached, then read from the cache
-    cached = list(tmp_path.glob("jaxdl/digits-split-scikit-learn-*.npz"))
+    cached = list(tmp_path.glob(f"jaxdl/digits-split-{images.DIGITS_SPLIT_FORMAT}-scikit-learn-*.npz"))
     assert len(cached) == 1
     for ds in (first, second):
         for name in ("train", "test"):
