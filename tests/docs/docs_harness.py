@@ -549,9 +549,6 @@ def run_page_process(page: str, folder: str) -> str:
 
 def run_page(page: str, folder: str) -> list[Block]:
     """Every block of `page` in order in `folder` (made to look like the repository root first)."""
-    import jax  # noqa: F401 - before the first experiment, which then adds no XLA flag of its own: its
-    # runs have the test workers' flags, so they and the workers share finished runs (tests/run_store.py)
-
     user_folder(folder)
     ran = []
     for block in blocks(page):
