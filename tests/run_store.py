@@ -30,7 +30,8 @@ import sys
 from typing import Any
 
 STORE = "JAXDL_TEST_RUN_STORE"  # the folder, set for the session by tests/conftest.py
-ENV_PREFIXES = ("JAXDL_", "XLA_", "JAX_", "TF_", "OMP_", "MKL_", "MALLOC_", "GLIBC_TUNABLES")
+# what in the environment can change a run (also the docs harness's rule for a command's own variables)
+ENV_PREFIXES = ("JAXDL_", "XLA_", "JAX_", "TF_", "OMP_", "MKL_", "MALLOC_", "GLIBC_TUNABLES", "TORCH_")
 NOT_THE_RUNS = ("JAXDL_TEST_", "JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_", "XLA_FLAGS", "JAX_PLATFORMS")
 NOT_JAX_OPTIONS = ("cache", "log", "explain", "dump", "timeout", "jax_platforms")  # jax.config's, not the run's
 OUTSIDE = ("init_from", "checkpoint_dir", "data_dir", "coordinator", "num_processes")  # other files, processes

@@ -73,7 +73,7 @@ QUICK_RUN = {"steps": 6, "rounds": 2}  # what a page's --steps and --rounds beco
 RUN_BY_A_TEST = {"python benchmarks/inference_speed.py --cnn runs/cnn --lstm runs/rnn-lstm":
                  "tests/inference/test_inference_benchmark.py"}
 # what a command's own environment (an env prefix in a bash block) can change in a benchmark's run
-RUN_ENV_PREFIXES = ("JAXDL_", "XLA_", "JAX_", "TF_", "OMP_", "MKL_", "MALLOC_", "TORCH_")
+RUN_ENV_PREFIXES = run_store.ENV_PREFIXES
 SETUP = ("python3 -m venv", "python -m venv", ". .venv/bin/activate", "source .venv/bin/activate")
 
 
