@@ -81,7 +81,7 @@ def describe(xla_flags: list[str]) -> dict:
     """Print the XLA flags, allocator settings, versions and CPUs; return them for the JSON figures."""
     import torch
 
-    from jaxdl.runtime import allocator_settings
+    from jaxdl.runtime import allocator_settings, cpu_description
 
     v, cpus = versions(), available_cpus()
     print(f"XLA flags added by jaxdl.runtime: {' '.join(xla_flags) or 'none'} (XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r})")
@@ -89,9 +89,10 @@ def describe(xla_flags: list[str]) -> dict:
     print("malloc settings applied by jaxdl.runtime (both frameworks run with them): "
           + (", ".join(f"{k}={x >> 20} MB" for k, x in malloc.items()) or "none"))
     print("machine: " + ", ".join(f"{k} {x}" for k, x in v.items())
-          + f"; CPUs: {cpus} in use, {os.cpu_count()} on the machine ({platform.processor() or platform.machine()}); "
-          f"torch threads {torch.get_num_threads()}")
-    return {"versions": v, "xla_flags": os.environ.get("XLA_FLAGS", ""), "malloc": malloc, "cpus_in_use": cpus, "cpu_count": os.cpu_count()}
+          + f"; CPUs: {cpus} in use, {os.cpu_count()} on the machine; torch threads {torch.get_num_threads()}")
+    print(f"CPU: {cpu_description()}")
+    return {"versions": v, "xla_flags": os.environ.get("XLA_FLAGS", ""), "malloc": malloc, "cpus_in_use": cpus,
+            "cpu_count": os.cpu_count(), "cpu": cpu_description()}
 
 
 def write_json(path: str | None, figures: dict) -> None:

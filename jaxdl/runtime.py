@@ -28,6 +28,7 @@ import ctypes
 import functools
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -157,6 +158,41 @@ def add_xla_flags(flags: list[str]) -> list[str]:
 def xla_flags() -> str:
     """The XLA flags in force in this process (as XLA read them from the environment)."""
     return os.environ.get("XLA_FLAGS", "")
+
+
+# the instruction sets that decide XLA:CPU's and oneDNN's kernels, as /proc/cpuinfo names them
+ISA_NAMES = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_bf16": "AVX512-BF16", "amx_tile": "AMX"}
+
+
+def cpu_description(cpuinfo: str | None = None) -> str:
+    """This machine's CPU as speed figures need it: `AMD EPYC, AMD family 26 model 2, AVX2/AVX-512/AVX512-BF16`.
+
+    Ratios measured on one CPU say little about another (the same LSTM comparison gave 0.50x on one
+    2-core AMD EPYC and 0.71x on another), and a cloud CPU's model name often hides its generation;
+    the family and model numbers do not. From /proc/cpuinfo (`cpuinfo`: its text), else the
+    platform's processor name."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            cpuinfo = ""
+    first = cpuinfo.strip().split("\n\n")[0]
+    fields = {}
+    for line in first.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    vendor = {"AuthenticAMD": "AMD", "GenuineIntel": "Intel"}.get(fields.get("vendor_id", ""), fields.get("vendor_id", ""))
+    details = []
+    if "cpu family" in fields and "model" in fields:
+        details.append(f"{vendor} family {fields['cpu family']} model {fields['model']}".strip())
+    flags = set(fields.get("flags", "").split())
+    isa = [label for flag, label in ISA_NAMES.items() if flag in flags]
+    if isa:
+        details.append("/".join(isa))
+    return ", ".join([name, *details])
 
 
 def is_primary() -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxdl.runtime import allocator_settings, is_primary, xla_flags
+from jaxdl.runtime import allocator_settings, cpu_description, is_primary, xla_flags
 
 
 def _plain(v: Any) -> Any:
@@ -100,5 +100,5 @@ def device_description() -> str:
     import jax
 
     d = jax.devices()[0]
-    kind = d.device_kind if d.platform != "cpu" else f"{os.cpu_count()} cores"
+    kind = d.device_kind if d.platform != "cpu" else f"{cpu_description()}; {os.cpu_count()} cores"
     return f"{d.platform} ({kind}, {jax.device_count()} device{'s' if jax.device_count() > 1 else ''})"

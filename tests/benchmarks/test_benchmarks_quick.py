@@ -20,7 +20,7 @@ import pytest
 
 from benchmarks import (accelerator, cnn_vs_torch, diffusion_sampling, generation_speed, inference_speed,
                         input_pipeline, lm_vs_torch, rnn_vs_torch)
-from jaxdl import cli
+from jaxdl import cli, runtime
 from tests.benchmarks.quick import HANG, ROOT, quick_env, run, run_ok
 
 SCRIPTS = {"accelerator.py": accelerator, "cnn_vs_torch.py": cnn_vs_torch, "diffusion_sampling.py": diffusion_sampling,
@@ -120,6 +120,7 @@ def test_cnn_vs_torch_quick(env):
         product_is(row["images/s"], row["ms/step"], 1e3 * cnn_vs_torch.QUICK["batch_size"])
     ratio = re.search(r"jax / torch throughput: (\S+)x", out)[1]
     ratio_is(ratio, rows["jaxdl"]["images/s"], rows["PyTorch"]["images/s"])
+    assert f"CPU: {runtime.cpu_description()}\n" in out  # ratios depend on the CPU: every comparison names it
 
 
 @pytest.mark.parametrize("script", ["lm_vs_torch.py", "rnn_vs_torch.py"])
@@ -135,6 +136,7 @@ def test_lm_against_torch_quick(script, env):
         ratio_is(row["val bpc"], row["val loss (nats)"], scale=1 / math.log(2))
         assert float(row["page faults/step"].replace(",", "")) >= 0
     assert float(rows["jaxdl"]["compile s"]) >= 0 and rows["PyTorch"]["compile s"] == "- (eager)"
+    assert f"CPU: {runtime.cpu_description()}\n" in out
     if script == "lm_vs_torch.py":  # MFU = model GFLOP/s over the measured peak (a tiny model's can print 0.0)
         peak = re.search(r"float32 matmul peak of ([\d,.]+) GFLOP/s", out)[1]
         for row in rows.values():
