@@ -19,15 +19,15 @@ import sys
 import pytest
 
 from benchmarks import (accelerator, cnn_vs_torch, diffusion_sampling, generation_speed, inference_speed,
-                        input_pipeline, lm_vs_torch, rnn_vs_torch)
+                        input_pipeline, lm_vs_torch, rnn_parts, rnn_vs_torch)
 from jaxdl import cli, runtime
 from tests.benchmarks.quick import HANG, ROOT, quick_env, run, run_ok
 
 SCRIPTS = {"accelerator.py": accelerator, "cnn_vs_torch.py": cnn_vs_torch, "diffusion_sampling.py": diffusion_sampling,
            "generation_speed.py": generation_speed, "inference_speed.py": inference_speed,
            "input_pipeline.py": input_pipeline,
-           "lm_vs_torch.py": lm_vs_torch, "rnn_vs_torch.py": rnn_vs_torch}
-TORCH_SCRIPTS = ("cnn_vs_torch.py", "lm_vs_torch.py", "rnn_vs_torch.py")
+           "lm_vs_torch.py": lm_vs_torch, "rnn_parts.py": rnn_parts, "rnn_vs_torch.py": rnn_vs_torch}
+TORCH_SCRIPTS = ("cnn_vs_torch.py", "lm_vs_torch.py", "rnn_parts.py", "rnn_vs_torch.py")
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +146,30 @@ def test_lm_against_torch_quick(script, env):
     assert abs(number(rows["jaxdl"]["val loss (nats)"]) - number(rows["PyTorch"]["val loss (nats)"])) <= 0.03
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_rnn_parts_quick(cell, env):
+    pytest.importorskip("torch")
+    out = run_ok("rnn_parts.py", ["--quick"] + (["--cell", cell] if cell != "lstm" else []), env)  # lstm: the default
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[1] in ("jaxdl", "PyTorch"):
+            rows[cells[1], cells[0]] = cells
+    stack = ("stack, forward + backward", "stack, forward")
+    loops = ("loop: recurrent matmuls", "loop: + the cell", "loop: + the input's slice")
+    assert set(rows) == {("jaxdl", p) for p in stack + loops} | {("PyTorch", p) for p in stack}
+    T, H, B = rnn_parts.QUICK["seq_len"], rnn_parts.QUICK["hidden"], rnn_parts.QUICK["batch_size"]
+    gates = {"lstm": 4, "gru": 3}[cell]
+    for part in loops:  # one measurement in three units: ms, us per step, GFLOP/s of the matmuls
+        ms, per_step, rate = rows["jaxdl", part][2:]
+        ratio_is(per_step, ms, scale=1e3 / T)
+        ratio_is(rate, f"{2 * B * H * gates * H * T}", ms, scale=1e-6)
+    for part in stack:
+        ratio = re.search(rf"jaxdl / PyTorch speed, {re.escape(part)}: (\S+)x", out)[1]
+        ratio_is(ratio, rows["PyTorch", part][2], rows["jaxdl", part][2])
+    assert f"CPU: {runtime.cpu_description()}\n" in out
+
+
 def test_generation_speed_quick(env):
     out = run_ok("generation_speed.py", ["--quick"], env)
     rows = {name.split(" (")[0]: row for name, row in markdown_table(out, "method").items()}
@@ -176,6 +200,7 @@ BAD_FLAGS = [  # (script, flags, what the error line names)
     ("input_pipeline.py", ["--only", "mlp,vgg"], "vgg"),
     ("lm_vs_torch.py", ["--quick", "--steps", "2"], "--steps must be at least --rounds + 1"),
     ("rnn_vs_torch.py", ["--cell", "transformer"], "--cell"),
+    ("rnn_parts.py", ["--quick", "--hidden", "0"], "--hidden must be at least 1"),
 ]
 
 

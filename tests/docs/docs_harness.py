@@ -67,7 +67,7 @@ FILE_TINY = {"train_my_net.py": [("for step in range(100):", "for step in range(
 # the benchmarks tests/benchmarks/test_benchmarks_quick.py runs as `python benchmarks/X.py --quick`: a page's
 # bare `python benchmarks/X.py` is that run (with flags or an env prefix, the page's command runs here)
 QUICK_ALONE = ("accelerator.py", "cnn_vs_torch.py", "generation_speed.py", "input_pipeline.py", "lm_vs_torch.py",
-               "rnn_vs_torch.py")
+               "rnn_parts.py", "rnn_vs_torch.py")
 QUICK_RUN = {"steps": 6, "rounds": 2}  # what a page's --steps and --rounds become for a benchmark
 # page commands a test runs itself, with its own runs in place of the page's (its PAGE_COMMAND is the key)
 RUN_BY_A_TEST = {"python benchmarks/inference_speed.py --cnn runs/cnn --lstm runs/rnn-lstm":
