@@ -39,6 +39,7 @@ import time
 if __package__ in (None, ""):  # run as a script: make `benchmarks.machine` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.lm_harness import add_recurrent_args  # noqa: E402
 from benchmarks.machine import check_positive, describe, make_parser, parse_quick, require_torch, write_json  # noqa: E402
 from jaxdl import cli  # noqa: E402
 
@@ -47,11 +48,7 @@ QUICK = {"embed": 8, "hidden": 16, "layers": 1, "seq_len": 8, "batch_size": 4, "
 
 def parse_args(argv):
     p = make_parser(__doc__)
-    p.add_argument("--cell", default="lstm", choices=("lstm", "gru", "rnn"), help="recurrent cell")
-    p.add_argument("--embed", type=int, default=64, help="input width")
-    p.add_argument("--hidden", type=int, default=256, help="hidden units per layer")
-    p.add_argument("--layers", type=int, default=2, help="stacked layers")
-    p.add_argument("--seq-len", type=int, default=128, help="time steps")
+    add_recurrent_args(p)
     p.add_argument("--batch-size", type=int, default=32, help="sequences per batch")
     p.add_argument("--rounds", type=int, default=7, help="timed rounds (medians over them)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: check the script end to end")

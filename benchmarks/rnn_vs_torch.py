@@ -46,7 +46,7 @@ import sys
 if __package__ in (None, ""):  # run as a script: make `benchmarks.torch_lm` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.lm_harness import LMComparison, add_common_tail, add_run_args, finish_args  # noqa: E402
+from benchmarks.lm_harness import LMComparison, add_common_tail, add_recurrent_args, add_run_args, finish_args  # noqa: E402
 from benchmarks.machine import make_parser  # noqa: E402
 from jaxdl import cli  # noqa: E402
 
@@ -56,11 +56,7 @@ QUICK = {"embed": 8, "hidden": 16, "layers": 1, "seq_len": 16, "batch_size": 8} 
 
 def parse_args(argv):
     p = make_parser(__doc__)
-    p.add_argument("--cell", default="lstm", choices=("lstm", "gru", "rnn"), help="recurrent cell")
-    p.add_argument("--embed", type=int, default=64, help="token embedding width")
-    p.add_argument("--hidden", type=int, default=256, help="hidden units per layer")
-    p.add_argument("--layers", type=int, default=2, help="stacked recurrent layers")
-    p.add_argument("--seq-len", type=int, default=128, help="tokens per training window and per validation window")
+    add_recurrent_args(p)
     add_run_args(p, batch_size=32, steps=300)
     p.add_argument("--unroll", type=int, default=1, help="jaxdl: time steps per scan iteration")
     p.add_argument("--torch-onednn", default="on", choices=("on", "off"),
