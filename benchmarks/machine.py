@@ -90,9 +90,10 @@ def describe(xla_flags: list[str]) -> dict:
           + (", ".join(f"{k}={x >> 20} MB" for k, x in malloc.items()) or "none"))
     print("machine: " + ", ".join(f"{k} {x}" for k, x in v.items())
           + f"; CPUs: {cpus} in use, {os.cpu_count()} on the machine; torch threads {torch.get_num_threads()}")
-    print(f"CPU: {cpu_description()}")
+    cpu = cpu_description()
+    print(f"CPU: {cpu}")
     return {"versions": v, "xla_flags": os.environ.get("XLA_FLAGS", ""), "malloc": malloc, "cpus_in_use": cpus,
-            "cpu_count": os.cpu_count(), "cpu": cpu_description()}
+            "cpu_count": os.cpu_count(), "cpu": cpu}
 
 
 def write_json(path: str | None, figures: dict) -> None:
