@@ -119,12 +119,27 @@ def _zeros_like(a):
     return None if a is None else jnp.zeros_like(a)
 
 
-def _at(a_T, t):
-    return None if a_T is None else jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, t, keepdims=False), a_T)
+def _block(a_T, start, n: int):
+    """Steps `start .. start+n-1` of a time-major array (or tree, or None), read in one slice."""
+    return None if a_T is None else jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, n), a_T)
 
 
-def _set(a_T, t, v):
-    return None if a_T is None else jax.tree.map(lambda a, x: jax.lax.dynamic_update_index_in_dim(a, x, t, 0), a_T, v)
+def _put(a_T, start, steps: list):
+    """Write n consecutive steps (a list of arrays or trees, or of None) at `start` in one update."""
+    if a_T is None:
+        return None
+    return jax.tree.map(lambda a, *xs: jax.lax.dynamic_update_slice_in_dim(a, jnp.stack(xs), start, 0), a_T, *steps)
+
+
+def _step(block, j: int):
+    return None if block is None else jax.tree.map(lambda a: a[j], block)
+
+
+def _blocks(T: int, unroll: int) -> tuple[int, int, int]:
+    """(steps per loop iteration K, iterations, leading steps run before the loop): T = r + q K."""
+    k = max(1, min(unroll, T))
+    q, r = divmod(T, k)
+    return k, q, r
 
 
 def _saved_state(carry: Carry, mask_TB: jax.Array | None) -> Carry:
@@ -151,6 +166,9 @@ def recurrence(cell: str, w_ih: jax.Array, b_ih: jax.Array, w_hh: jax.Array, b_h
     fills and copies cost ~10% of the LSTM language model's training step. (Not for the GRU, whose
     z is two arrays: XLA:CPU then copies the whole buffer every step, so it gets fresh ones.)
     Without a mask the forward loop does not save each step's starting h: it is the previous output.
+    `unroll` time steps run per loop iteration (T % unroll of them before the loop), reading their
+    slices of the per-step arrays as one block and writing them back as one: XLA:CPU otherwise copies
+    whole T-long buffers when several dynamic updates of one buffer share an iteration.
     (Forward-mode autodiff, `jax.jvp`, is not defined through it; reverse mode is, to any order.)
     """
     return _recurrence(cell, unroll)(w_ih, b_ih, w_hh, b_hh, x_TBD, carry, mask_TB)
@@ -178,19 +196,28 @@ def _recurrence(cell: str, unroll: int):
         # in place where z is one array (rnn, lstm); XLA:CPU copies a GRU's whole buffer every step instead
         out_TBG = jnp.zeros_like(gates_TBG) if save and not IN_PLACE[cell] else gates_TBG
 
-        def body(t, state):
+        def steps(start, n: int, state):  # time steps start .. start+n-1, each read and written as one block
             carry, out_TBG, h_TBH, rest_T, carries = state
-            z = pre(_at(out_TBG if IN_PLACE[cell] else gates_TBG, t), hidden_of(carry) @ w_hh + b_hh)
-            new, h_BH = masked_post(z, carry, _at(mask_TB, t))
-            if save:
+            xg_nBG = _block(out_TBG if IN_PLACE[cell] else gates_TBG, start, n)
+            m_nB = _block(mask_TB, start, n)
+            hs, mains, rests, saved = [], [], [], []
+            for j in range(n):
+                z = pre(xg_nBG[j], hidden_of(carry) @ w_hh + b_hh)
+                saved.append(_saved_state(carry, mask_TB))
+                carry, h_BH = masked_post(z, carry, _step(m_nB, j))
+                hs.append(h_BH)
                 main, rest = _pack(z)
-                out_TBG, rest_T = _set(out_TBG, t, main), _set(rest_T, t, rest)
-                carries = _set(carries, t, _saved_state(carry, mask_TB))
-            return new, out_TBG, _set(h_TBH, t, h_BH), rest_T, carries
+                mains.append(main)
+                rests.append(rest)
+            if save:
+                out_TBG, rest_T = _put(out_TBG, start, mains), _put(rest_T, start, rests)
+                carries = _put(carries, start, saved)
+            return carry, out_TBG, _put(h_TBH, start, hs), rest_T, carries
 
-        h_TBH = jnp.zeros((T, B, H), x_TBD.dtype)
-        carry, z_TBG, h_TBH, rest_T, carries = jax.lax.fori_loop(0, T, body, (carry, out_TBG, h_TBH, rest_T, carries),
-                                                                 unroll=unroll)
+        k, q, r = _blocks(T, unroll)
+        state = (carry, out_TBG, jnp.zeros((T, B, H), x_TBD.dtype), rest_T, carries)
+        state = steps(0, r, state) if r else state
+        carry, z_TBG, h_TBH, rest_T, carries = jax.lax.fori_loop(0, q, lambda i, s: steps(r + i * k, k, s), state)
         return h_TBH, carry, (carries, z_TBG, rest_T)
 
     @jax.custom_vjp
@@ -211,27 +238,33 @@ def _recurrence(cell: str, unroll: int):
 
         dz_TBG, drest_T = (z_TBG, rest_T) if IN_PLACE[cell] else (jnp.zeros_like(z_TBG), _zeros_like(rest_T))
 
-        def body(i, state):
-            t = T - 1 - i
+        # the state each step starts from; its h is the previous step's output unless masked
+        h_prev_TBH = hidden_of(carries) if mask_TB is not None else jnp.concatenate([h0_BH[None], h_TBH[:-1]])
+
+        def steps(start, n: int, state):  # time steps start+n-1 down to start, each read and written as one block
             dcarry, dz_TBG, drest_T = state
             z_src, rest_src = (dz_TBG, drest_T) if IN_PLACE[cell] else (z_TBG, rest_T)
-            z, m_B = _unpack(_at(z_src, t), _at(rest_src, t)), _at(mask_TB, t)
-            if mask_TB is None:  # the state's h: the previous output
-                h_prev = jnp.where(t > 0, _at(h_TBH, jnp.maximum(t - 1, 0)), h0_BH)
-                carry = (h_prev, *_at(carries, t)) if cell == "lstm" else h_prev
-            else:
-                carry = _at(carries, t)
-            _, vjp = jax.vjp(lambda z, c: masked_post(z, c, m_B), z, carry)
-            dz, dprev = vjp((dcarry, _at(dh_TBH, t)))
-            _, dhg_BG = pre_t(B)(dz)
-            main, rest = _pack(dz)  # step t's gate gradients in place of its pre-activations
-            return _with_hidden(dprev, hidden_of(dprev) + dhg_BG @ w_hh.T), _set(dz_TBG, t, main), _set(drest_T, t, rest)
+            z_nBG, rest_n = _block(z_src, start, n), _block(rest_src, start, n)
+            m_nB, dh_nBH = _block(mask_TB, start, n), _block(dh_TBH, start, n)
+            carries_n, h_prev_nBH = _block(carries, start, n), _block(h_prev_TBH, start, n)
+            mains, rests = [None] * n, [None] * n
+            for j in reversed(range(n)):
+                z, m_B = _unpack(z_nBG[j], _step(rest_n, j)), _step(m_nB, j)
+                carry = _step(carries_n, j) if mask_TB is not None else (
+                    (h_prev_nBH[j], *_step(carries_n, j)) if cell == "lstm" else h_prev_nBH[j])
+                _, vjp = jax.vjp(lambda z, c: masked_post(z, c, m_B), z, carry)
+                dz, dprev = vjp((dcarry, dh_nBH[j]))
+                _, dhg_BG = pre_t(B)(dz)
+                mains[j], rests[j] = _pack(dz)  # step t's gate gradients in place of its pre-activations
+                dcarry = _with_hidden(dprev, hidden_of(dprev) + dhg_BG @ w_hh.T)
+            return dcarry, _put(dz_TBG, start, mains), _put(drest_T, start, rests)
 
-        dcarry, dz_TBG, drest_T = jax.lax.fori_loop(0, T, body, (dfinal, dz_TBG, drest_T), unroll=unroll)
+        k, q, r = _blocks(T, unroll)
+        state = jax.lax.fori_loop(0, q, lambda i, s: steps(r + (q - 1 - i) * k, k, s), (dfinal, dz_TBG, drest_T))
+        dcarry, dz_TBG, drest_T = steps(0, r, state) if r else state
         dz_T = _unpack(dz_TBG, drest_T)
         dxg_NG, dhg_NG = pre_t(T * B)(jax.tree.map(lambda a: a.reshape(T * B, -1), dz_T))
-        h_TBH = hidden_of(carries) if mask_TB is not None else jnp.concatenate([h0_BH[None], h_TBH[:-1]])
-        h_NH, x_ND = h_TBH.reshape(T * B, -1), x_TBD.reshape(T * B, D)
+        h_NH, x_ND = h_prev_TBH.reshape(T * B, -1), x_TBD.reshape(T * B, D)
         dx_TBD = (dxg_NG @ w_ih.T).reshape(T, B, D)
         return (x_ND.T @ dxg_NG, _row_sum(dxg_NG), h_NH.T @ dhg_NG, _row_sum(dhg_NG), dx_TBD, dcarry, None)
 
