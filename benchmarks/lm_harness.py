@@ -60,12 +60,14 @@ def add_run_args(p, batch_size: int, steps: int) -> None:
 
 
 def add_recurrent_args(p) -> None:
-    """--cell, --embed, --hidden, --layers, --seq-len: a recurrent stack's shape (experiments/rnn.py's defaults)."""
+    """--cell, --embed, --hidden, --layers, --seq-len, --unroll: a recurrent stack's shape and loop
+    (experiments/rnn.py's defaults)."""
     p.add_argument("--cell", default="lstm", choices=("lstm", "gru", "rnn"), help="recurrent cell")
     p.add_argument("--embed", type=int, default=64, help="token embedding width (the stack's input width)")
     p.add_argument("--hidden", type=int, default=256, help="hidden units per layer")
     p.add_argument("--layers", type=int, default=2, help="stacked recurrent layers")
     p.add_argument("--seq-len", type=int, default=128, help="time steps: tokens per training and validation window")
+    p.add_argument("--unroll", type=int, default=1, help="jaxdl: time steps per iteration of the layers' time loop")
 
 
 def add_common_tail(p) -> None:

@@ -2,22 +2,24 @@
 XLA runs them from, each timed alone.
 
     python benchmarks/rnn_parts.py [--cell lstm|gru|rnn] [--embed 64] [--hidden 256] [--layers 2]
-                                   [--seq-len 128] [--batch-size 32] [--rounds 7] [--quick] [--json PATH]
+                                   [--seq-len 128] [--unroll 1] [--batch-size 32] [--rounds 7] [--quick]
+                                   [--json PATH]
 
 The shapes are those of `benchmarks/rnn_vs_torch.py` (and `python experiments/rnn.py`): inputs of
 batch x seq-len x embed, float32. Rows, each one jitted function (PyTorch: eager):
 
   stack, forward + backward   jaxdl's `Recurrent` (the gradient of sum(y^2) with respect to the
-                              weights and inputs) against torch.nn.LSTM/GRU/RNN (batch_first,
-                              .backward()); on x86 PyTorch's LSTM is oneDNN's fused LSTM kernel
+                              weights and inputs; --unroll time steps per iteration of its time
+                              loops) against torch.nn.LSTM/GRU/RNN (batch_first, .backward()); on
+                              x86 PyTorch's LSTM is oneDNN's fused LSTM kernel
   stack, forward              the same without the gradient (torch.no_grad)
   loop: recurrent matmuls     one layer's seq-len dependent `h @ W_hh` (batch x hidden x gates *
                               hidden) in a `fori_loop`, each followed only by a tanh of its first
                               hidden columns (the next h): the floor of XLA's sequential matmuls
   loop: + the cell            the same loop with the cell's own elementwise step
                               (`jaxdl.models.recurrent.cell_step`) in place of that tanh
-  loop: + the input's slice   the same, adding each step's slice of the input projection, as the
-                              layer's forward loop does
+  loop: + the input's slice   the same, adding each step's slice of the input projection (which
+                              the layer's own loop adds too; there XLA adds it inside the matmul)
 
 Timing: every row runs once apart (compile), then --rounds rounds each run every row once in turn,
 so machine noise hits all alike; each row's figure is its median over rounds. The loop rows print
@@ -54,7 +56,7 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="tiny sizes: check the script end to end")
     p.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
     args = parse_quick(p, argv, QUICK)
-    check_positive(p, args, ("embed", "hidden", "layers", "seq_len", "batch_size", "rounds"))
+    check_positive(p, args, ("embed", "hidden", "layers", "seq_len", "unroll", "batch_size", "rounds"))
     return args
 
 
@@ -70,7 +72,7 @@ def jax_rows(args) -> dict:
     G = GATES[args.cell] * H
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((B, T, E), dtype=np.float32))
-    model = Recurrent(args.cell, H, args.layers)
+    model = Recurrent(args.cell, H, args.layers, unroll=args.unroll)
     params = model.init(jax.random.key(0), x)
     w_hh = jnp.asarray(rng.uniform(-H ** -0.5, H ** -0.5, (H, G)).astype(np.float32))
     xg = jnp.asarray(rng.standard_normal((T, B, G), dtype=np.float32))
@@ -154,8 +156,8 @@ def main(argv=None) -> dict:
     B, T, H = args.batch_size, args.seq_len, args.hidden
     from jaxdl.models.recurrent import GATES
     step_flops = 2 * B * H * GATES[args.cell] * H
-    print(f"{args.cell.upper()} stack: {args.layers} x {H} hidden, inputs {B} x {T} x {args.embed}; "
-          f"medians over {args.rounds} interleaved rounds")
+    print(f"{args.cell.upper()} stack: {args.layers} x {H} hidden, inputs {B} x {T} x {args.embed}, "
+          f"{args.unroll} time step(s) per loop iteration; medians over {args.rounds} interleaved rounds")
     print()
     print("| part | framework | ms | us per time step | recurrent matmul GFLOP/s |")
     print("|---|---|---:|---:|---:|")

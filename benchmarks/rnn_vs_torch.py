@@ -58,7 +58,6 @@ def parse_args(argv):
     p = make_parser(__doc__)
     add_recurrent_args(p)
     add_run_args(p, batch_size=32, steps=300)
-    p.add_argument("--unroll", type=int, default=1, help="jaxdl: time steps per scan iteration")
     p.add_argument("--torch-onednn", default="on", choices=("on", "off"),
                    help="PyTorch's LSTM on oneDNN's fused LSTM kernel (its default on x86 CPUs) or, with off, "
                         "on its own per-step kernels, as its GRU and RNN always are")

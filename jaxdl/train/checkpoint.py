@@ -34,6 +34,7 @@ import logging
 import os
 import re
 import sys
+import time
 from typing import Any, Callable
 
 import jax
@@ -46,6 +47,8 @@ from jaxdl.runtime import is_primary
 from jaxdl.train.orbax_noise import (collect_abandoned_reads, quiet_abandoned_reads, quiet_failed_writes,
                                      quiet_unranked_saves)
 from jaxdl.train.state import step_of
+
+PARTIAL_REMOVAL_TRIES, PARTIAL_SETTLE_S = 5, 0.05  # removing a failed save's files (_remove_partial)
 
 CHECKPOINT_FORMAT = 1  # bumped when a jaxdl that reads this number could misread a checkpoint of the next
 
@@ -241,14 +244,24 @@ class Checkpoints:
         raise WriteFailed(f"cannot save checkpoint {step} to {self.directory}: {problem}; {then}")
 
     def _remove_partial(self, step: int) -> None:
-        """A failed save's temporary directory: never read back, and on a full disk it holds space."""
+        """A failed save's temporary directory: never read back, and on a full disk it holds space.
+        The save's other writes can still be finishing when its error arrives, and one can land after a
+        first removal: wait for the manager, then remove until nothing of it is left (a few tries)."""
         if not is_primary():
             return
         try:
-            for partial in epath.Path(self.directory).glob(f"{step}.orbax-checkpoint-tmp*"):
-                partial.rmtree()
-        except Exception:  # best effort: the failure being reported is the save's
+            self.manager.wait_until_finished()
+        except Exception:  # the same failure again, or another: the one being reported is the save's
             pass
+        for _ in range(PARTIAL_REMOVAL_TRIES):
+            try:
+                for partial in epath.Path(self.directory).glob(f"{step}.orbax-checkpoint-tmp*"):
+                    partial.rmtree()
+            except Exception:  # a file written during the walk: the next try takes it
+                pass
+            time.sleep(PARTIAL_SETTLE_S)
+            if not any(epath.Path(self.directory).glob(f"{step}.orbax-checkpoint-tmp*")):
+                return
 
     def close(self) -> None:
         self.manager.wait_until_finished()

@@ -64,7 +64,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("ema_decay", "zero"): "the average is the latest parameters",
     ("temperature", "big"): "near-uniform sampling: legal, if not useful",
     ("min_snr_gamma", "big"): "a gamma above every SNR weights every step 1, as 0 does",
-    ("unroll", "huge"): "JAX unrolls at most the whole sequence",
+    ("unroll", "huge"): "at most the whole sequence runs in one loop iteration",
     ("unroll_layers", "zero"): "0 = every layer in one scan iteration (the default)",
     ("unroll_layers", "huge"): "at most every layer is unrolled, as with 0",
     ("workdir", "word"): _ANY_DIR, ("workdir", "unicode"): _ANY_DIR,
