@@ -17,7 +17,7 @@ batch x seq-len x embed, float32. Rows, each one jitted function (PyTorch: eager
                               hidden) in a `fori_loop`, each followed only by a tanh of its first
                               hidden columns (the next h): the floor of XLA's sequential matmuls
   loop: + the cell            the same loop with the cell's own elementwise step
-                              (`jaxdl.models.recurrent.cell_step`) in place of that tanh
+                              (`jaxdl.models.recurrence.cell_step`) in place of that tanh
   loop: + the input's slice   the same, adding each step's slice of the input projection (which
                               the layer's own loop adds too; there XLA adds it inside the matmul)
 
@@ -66,7 +66,8 @@ def jax_rows(args) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxdl.models.recurrent import GATES, Recurrent, cell_step, hidden_of
+    from jaxdl.models.recurrence import GATES, cell_step, hidden_of
+    from jaxdl.models.recurrent import Recurrent
 
     B, T, E, H = args.batch_size, args.seq_len, args.embed, args.hidden
     G = GATES[args.cell] * H
@@ -154,7 +155,7 @@ def main(argv=None) -> dict:
     median = {key: statistics.median(v) for key, v in seconds.items()}
 
     B, T, H = args.batch_size, args.seq_len, args.hidden
-    from jaxdl.models.recurrent import GATES
+    from jaxdl.models.recurrence import GATES
     step_flops = 2 * B * H * GATES[args.cell] * H
     print(f"{args.cell.upper()} stack: {args.layers} x {H} hidden, inputs {B} x {T} x {args.embed}, "
           f"{args.unroll} time step(s) per loop iteration; medians over {args.rounds} interleaved rounds")

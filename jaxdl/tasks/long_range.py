@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxdl.models.recurrent import SequenceClassifier, cell_step, hidden_of
+from jaxdl.models.recurrence import cell_step, hidden_of
+from jaxdl.models.recurrent import SequenceClassifier
 
 EVAL_CHUNK = 256  # test sequences per evaluation call: bounds the memory of long sequences times many models
 

@@ -9,7 +9,8 @@ import optax
 import pytest
 
 from jaxdl.data import delayed_recall as dr
-from jaxdl.models.recurrent import SequenceClassifier, cell_step, hidden_of
+from jaxdl.models.recurrence import cell_step, hidden_of
+from jaxdl.models.recurrent import SequenceClassifier
 from jaxdl.tasks import long_range as lr
 from jaxdl.train import TrainState, make_train_step
 from jaxdl.train.state import stack_states
