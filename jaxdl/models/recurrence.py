@@ -233,6 +233,8 @@ def _recurrence(cell: str, unroll: int):
 
         # the state each step starts from; its h is the previous step's output unless masked
         h_prev_TBH = hidden_of(carries) if mask_TB is not None else jnp.concatenate([h0_BH[None], h_TBH[:-1]])
+        # W_hh^T laid out once before the loop: XLA:CPU's per-step dot by a transposed operand is slower
+        w_hh_T = w_hh.T
 
         def steps(start, n: int, state):  # time steps start+n-1 down to start, each read and written as one block
             dcarry, dz_TBG, drest_T = state
@@ -249,7 +251,7 @@ def _recurrence(cell: str, unroll: int):
                 dz, dprev = vjp((dcarry, dh_nBH[j]))
                 _, dhg_BG = pre_t(B)(dz)
                 mains[j], rests[j] = _pack(dz)  # step t's gate gradients in place of its pre-activations
-                dcarry = _with_hidden(dprev, hidden_of(dprev) + dhg_BG @ w_hh.T)
+                dcarry = _with_hidden(dprev, hidden_of(dprev) + dhg_BG @ w_hh_T)
             return dcarry, _put(dz_TBG, start, mains), _put(drest_T, start, rests)
 
         k, q, r = _blocks(T, unroll)
