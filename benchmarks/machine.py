@@ -81,18 +81,21 @@ def describe(xla_flags: list[str]) -> dict:
     """Print the XLA flags, allocator settings, versions and CPUs; return them for the JSON figures."""
     import torch
 
-    from jaxdl.runtime import allocator_settings, cpu_description
+    from jaxdl.runtime import allocator_settings, cpu_description, malloc_environment
 
     v, cpus = versions(), available_cpus()
     print(f"XLA flags added by jaxdl.runtime: {' '.join(xla_flags) or 'none'} (XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r})")
     malloc = allocator_settings()
     print("malloc settings applied by jaxdl.runtime (both frameworks run with them): "
           + (", ".join(f"{k}={x >> 20} MB" for k, x in malloc.items()) or "none"))
+    if malloc_environment():
+        print("glibc's malloc settings from the environment: " + " ".join(f"{k}={x}" for k, x in malloc_environment().items()))
     print("machine: " + ", ".join(f"{k} {x}" for k, x in v.items())
           + f"; CPUs: {cpus} in use, {os.cpu_count()} on the machine; torch threads {torch.get_num_threads()}")
     cpu = cpu_description()
     print(f"CPU: {cpu}")
-    return {"versions": v, "xla_flags": os.environ.get("XLA_FLAGS", ""), "malloc": malloc, "cpus_in_use": cpus,
+    return {"versions": v, "xla_flags": os.environ.get("XLA_FLAGS", ""), "malloc": malloc,
+            "malloc_environment": malloc_environment(), "cpus_in_use": cpus,
             "cpu_count": os.cpu_count(), "cpu": cpu}
 
 

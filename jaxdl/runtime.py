@@ -12,19 +12,11 @@ a subprocess per jaxlib build and remembered in ~/.cache/jaxdl/xla_cpu_flags.jso
 summation order only (float32 results agree to ~1e-6 relative); GPU and TPU
 backends ignore it. `xla_flags()` says which flags are in force (summary.json).
 
-XLA:CPU allocates each step's temporaries (activations, gradients: tens to hundreds of MB) with
-malloc and frees them at the step's end. glibc serves a block that large with mmap and returns it to
-the kernel on free, so every step page-faults its whole working set back in: ~12,000 faults and a
-fifth of the GPT step of benchmarks/lm_vs_torch.py on a 2-core VM. `configure_allocator()` keeps
-such blocks on the heap and the freed memory in the process (`mallopt`, glibc only; MALLOC_SETTINGS),
-unless JAXDL_MALLOC_DEFAULTS=0 or the environment sets glibc's own malloc variables. The cost: the
-process keeps its peak heap (up to M_TRIM_THRESHOLD of it free) instead of returning it.
-`allocator_settings()` says what was set (summary.json).
+The C allocator's settings are jaxdl/allocator.py's (`configure()` applies them first).
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import json
 import os
@@ -33,6 +25,9 @@ import subprocess
 import sys
 import time
 from importlib import metadata
+
+from jaxdl.allocator import (MALLOC_SETTINGS, allocator_settings, configure_allocator,  # noqa: F401 (re-exported)
+                             malloc_environment, relaunch_with_huge_pages)
 
 CPU_FLAGS = ["--xla_cpu_experimental_ynn_fusion_type=dot"]  # candidates, each added where jaxlib accepts it
 _PROBE = "import jax, jax.numpy as jnp; jax.jit(lambda x: x @ x)(jnp.ones((8, 8))).block_until_ready()"
@@ -98,43 +93,13 @@ def supported_cpu_flags(candidates: list[str] | None = None) -> list[str]:
     return [flag for flag in candidates if known.get(flag) is True]
 
 
-# glibc's mallopt parameters (malloc.h) and the values set: blocks up to 512 MB come from the heap,
-# up to 1 GB of freed heap stays in the process, and the heap grows 64 MB beyond each request
-MALLOC_SETTINGS = {"M_MMAP_THRESHOLD": (-3, 512 << 20), "M_TRIM_THRESHOLD": (-1, 1 << 30), "M_TOP_PAD": (-2, 64 << 20)}
-_allocator: dict[str, int] = {}
-
-
 def configure() -> list[str]:
-    """Everything a jaxdl process sets before importing jax: the allocator, then the XLA flags
-    (returned: the flags added)."""
+    """Everything a jaxdl process sets before importing jax: the allocator (which may first start a
+    script again with transparent huge pages, jaxdl/allocator.py), then the XLA flags (returned: the
+    flags added)."""
+    relaunch_with_huge_pages()
     configure_allocator()
     return configure_xla()
-
-
-def configure_allocator() -> dict[str, int]:
-    """Apply MALLOC_SETTINGS with glibc's mallopt, once; returns those applied (glibc refuses a value
-    it does not allow). Nothing on other C libraries, with JAXDL_MALLOC_DEFAULTS=0, or where the
-    environment already tunes malloc (a MALLOC_* variable or GLIBC_TUNABLES)."""
-    if _allocator:
-        return dict(_allocator)
-    if os.environ.get("JAXDL_MALLOC_DEFAULTS", "1") == "0" or any(
-            k == "GLIBC_TUNABLES" or k.startswith("MALLOC_") for k in os.environ):
-        return {}
-    try:
-        if not os.confstr("CS_GNU_LIBC_VERSION"):
-            return {}
-        mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError, ValueError):  # not glibc (macOS, musl, Windows)
-        return {}
-    for name, (param, value) in MALLOC_SETTINGS.items():
-        if mallopt(ctypes.c_int(param), ctypes.c_int(value)) == 1:
-            _allocator[name] = value
-    return dict(_allocator)
-
-
-def allocator_settings() -> dict[str, int]:
-    """The mallopt settings `configure_allocator` applied in this process ({} if none)."""
-    return dict(_allocator)
 
 
 def configure_xla() -> list[str]:

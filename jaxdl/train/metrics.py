@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxdl.runtime import allocator_settings, cpu_description, is_primary, xla_flags
+from jaxdl.runtime import allocator_settings, cpu_description, is_primary, malloc_environment, xla_flags
 
 
 def _plain(v: Any) -> Any:
@@ -60,14 +60,15 @@ def read_events(path: str) -> list[dict]:
 def write_summary(workdir: str, summary: dict[str, Any]) -> str:
     """Write summary.json atomically (a crash never leaves half a file).
 
-    Adds `xla_flags`, the XLA flags in force, and `malloc`, the allocator settings jaxdl applied. A figure this invocation could not measure (None, e.g. throughput when a finished run is
+    Adds `xla_flags`, the XLA flags in force, `malloc`, the allocator settings jaxdl applied, and
+    `malloc_environment`, glibc's own settings from the environment (GLIBC_TUNABLES, MALLOC_*). A figure this invocation could not measure (None, e.g. throughput when a finished run is
     rerun and trains nothing) keeps the value an earlier invocation wrote.
     """
     path = os.path.join(workdir, "summary.json")
     if not is_primary():
         return path
     # the flags and allocator settings this process ran with (jaxdl/runtime.py)
-    summary = {**summary, "xla_flags": xla_flags(), "malloc": allocator_settings()}
+    summary = {**summary, "xla_flags": xla_flags(), "malloc": allocator_settings(), "malloc_environment": malloc_environment()}
     if os.path.exists(path):
         with open(path) as f:
             earlier = json.load(f)

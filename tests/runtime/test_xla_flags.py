@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from jaxdl import runtime
+from jaxdl import allocator, runtime
 from jaxdl.train.metrics import write_summary
 
 KNOWN = "--xla_dump_hlo_as_text=false"  # an XLA debug option every jaxlib has
@@ -72,7 +72,11 @@ def test_configure_adds_what_jaxlib_accepts_once(env, tmp_path):
 
 def test_summary_records_the_flags(tmp_path, monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", KNOWN)
-    monkeypatch.setattr(runtime, "_allocator", {"M_TOP_PAD": 1 << 26})
+    monkeypatch.setattr(allocator, "_allocator", {"M_TOP_PAD": 1 << 26})
+    for name in [k for k in os.environ if k.startswith("MALLOC_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
     write_summary(str(tmp_path), {"steps": 1})
-    assert json.loads((tmp_path / "summary.json").read_text()) == {"steps": 1, "xla_flags": KNOWN,
-                                                                    "malloc": {"M_TOP_PAD": 1 << 26}}
+    assert json.loads((tmp_path / "summary.json").read_text()) == {
+        "steps": 1, "xla_flags": KNOWN, "malloc": {"M_TOP_PAD": 1 << 26},
+        "malloc_environment": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}}
