@@ -208,7 +208,7 @@ def main(argv=None) -> dict:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from jaxdl import runtime
 
-    runtime.configure()
+    runtime.configure(__file__)
     import jax
 
     dev = jax.devices()[0]

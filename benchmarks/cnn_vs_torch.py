@@ -177,7 +177,7 @@ def main(argv=None) -> dict:
     pin_threads(args.threads)
     from jaxdl import runtime
 
-    xla_flags = runtime.configure()  # the same process settings as experiments/cnn.py
+    xla_flags = runtime.configure(__file__)  # the same process settings as experiments/cnn.py
 
     import jax
     import torch

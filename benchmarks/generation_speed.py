@@ -118,7 +118,7 @@ def main(argv=None) -> dict:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from jaxdl import runtime
 
-    xla_flags = runtime.configure()  # the same process settings as the experiment scripts
+    xla_flags = runtime.configure(__file__)  # the same process settings as the experiment scripts
 
     import jax
     import numpy as np

@@ -138,7 +138,7 @@ def main(argv=None) -> dict:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from jaxdl import runtime
 
-    runtime.configure()  # before jax is imported (check_runs imports it)
+    runtime.configure(__file__)  # before jax is imported (check_runs imports it)
     check_runs(args)
     import jax
 

@@ -105,14 +105,15 @@ class LMComparison:
     """One run of the comparison: the constructor (setup), `set_models`, `check_same_start`, `train`,
     `validate`, `summarize`, `print_table`, `print_summary`, `finish`, in that order (see the module docstring)."""
 
-    def __init__(self, args, seq_len: int):
+    def __init__(self, args, seq_len: int, script: str):
+        """`script`: the comparison's own file (its process may start again in place, jaxdl/allocator.py)."""
+        from jaxdl import runtime
+
+        self.xla_flags = runtime.configure(script)  # the same process settings as the experiment scripts
         require_torch()
         self.args, self.B, self.T = args, args.batch_size, seq_len
         self.tokens_per_step = self.B * self.T
         pin_threads(args.threads)
-        from jaxdl import runtime
-
-        self.xla_flags = runtime.configure()  # the same process settings as the experiment scripts
         import jax
         import torch
 

@@ -99,7 +99,7 @@ def layers_name(args) -> str:
 
 def main(argv=None) -> dict:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    bench = LMComparison(args, args.context)  # pins the threads, configures XLA as the experiments, loads the data
+    bench = LMComparison(args, args.context, __file__)  # pins the threads, configures XLA as the experiments, loads the data
     import jax
 
     from benchmarks.torch_gpt import TorchGPT, gpt_params_to_torch

@@ -130,7 +130,7 @@ def main(argv=None) -> dict:
     require_torch()
     from jaxdl import runtime
 
-    xla_flags = runtime.configure()
+    xla_flags = runtime.configure(__file__)
     import jax
 
     compiled = {}

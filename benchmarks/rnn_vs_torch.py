@@ -68,7 +68,7 @@ def parse_args(argv):
 
 def main(argv=None) -> dict:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    bench = LMComparison(args, args.seq_len)  # pins the threads, configures XLA as experiments/rnn.py, loads the data
+    bench = LMComparison(args, args.seq_len, __file__)  # pins the threads, configures XLA as experiments/rnn.py, loads the data
     import jax
     import torch
 

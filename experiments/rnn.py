@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jaxdl import runtime  # noqa: E402
 
-runtime.configure()  # before jax is imported
+runtime.configure(__file__)  # before jax is imported (and where run as a script, with huge pages)
 
 from jaxdl import cli  # noqa: E402
 from jaxdl.cli import field  # noqa: E402

@@ -12,10 +12,11 @@ arena grows in heaps of at most 64 MB, and glibc maps any larger block afresh wh
 (the LSTM language model's step: one ~64 MB block, ~17,000 faults a step; MyNet's, more). glibc
 ≥ 2.35 can back its memory with transparent huge pages (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`),
 2 MB at a time instead of 4 KB, which takes those faults down to about a hundred a step. glibc reads
-tunables only when a process starts, so `relaunch_with_huge_pages()` starts the program again in
-place (`os.execve`: the same process id, arguments and environment, plus that tunable) when Python
-was started to run it as a script, the kernel gives huge pages on request (`madvise` mode) and the
-environment does not choose otherwise.
+tunables only when a process starts, so `relaunch_with_huge_pages(script)` (from
+`jaxdl.runtime.configure(__file__)` at the top of a script, and the `jaxdl` command) starts the program
+again in place (`os.execve`: the same process id, arguments and environment, plus that tunable) when
+Python was started to run that very script, the kernel gives huge pages on request (`madvise` mode)
+and the environment does not choose otherwise.
 
 JAXDL_MALLOC_DEFAULTS=0 turns both off; a parameter the environment sets itself (MALLOC_TOP_PAD_=...,
 GLIBC_TUNABLES=glibc.malloc.top_pad=..., glibc.malloc.hugetlb=0) keeps the environment's value, and
@@ -83,14 +84,14 @@ def malloc_environment() -> dict[str, str]:
     return {k: v for k, v in sorted(os.environ.items()) if k == "GLIBC_TUNABLES" or k.startswith("MALLOC_")}
 
 
-def started_as_script() -> bool:
-    """Whether Python was started to run sys.argv[0] as a script with sys.argv's arguments
-    (`python [options] FILE ARGS`: not -c, -m, an interactive session or a script run from another)."""
+def started_as_script(script: str) -> bool:
+    """Whether Python was started to run `script` with sys.argv's arguments (`python [options] SCRIPT
+    ARGS`: not -c, -m, an interactive session, or another program that imported or ran `script`)."""
     argv, orig = sys.argv, getattr(sys, "orig_argv", [])
     if not argv or not argv[0] or len(orig) <= len(argv) or orig[len(orig) - len(argv):][1:] != argv[1:]:
         return False
-    script = orig[len(orig) - len(argv)]
-    return os.path.isfile(script) and os.path.realpath(script) == os.path.realpath(argv[0])
+    started = orig[len(orig) - len(argv)]
+    return os.path.isfile(started) and os.path.realpath(started) == os.path.realpath(argv[0]) == os.path.realpath(script)
 
 
 def huge_pages_on_request() -> bool:
@@ -103,13 +104,15 @@ def huge_pages_on_request() -> bool:
         return False
 
 
-def relaunch_with_huge_pages() -> None:
+def relaunch_with_huge_pages(script: str) -> None:
     """Start this program again in place with GLIBC_TUNABLES+=glibc.malloc.hugetlb=1 (module
-    docstring), where that helps and is safe: a script, glibc >= 2.35, the kernel's `madvise` mode,
-    no JAXDL_MALLOC_DEFAULTS=0 and no hugetlb tunable of the environment's own. Otherwise returns."""
+    docstring), where that helps and is safe: Python was started to run `script` (the caller's own
+    file, before it has done anything that cannot be done twice), glibc >= 2.35, the kernel's
+    `madvise` mode, no JAXDL_MALLOC_DEFAULTS=0, no hugetlb tunable of the environment's own and jax
+    not imported yet. Otherwise returns."""
     version = glibc_version()
-    if (os.environ.get("JAXDL_MALLOC_DEFAULTS", "1") == "0" or version is None or version < (2, 35)
-            or set_by_environment("HUGETLB") or "jax" in sys.modules or not started_as_script()
+    if (os.environ.get("JAXDL_MALLOC_DEFAULTS", "1") == "0" or not sys.executable or version is None or version < (2, 35)
+            or set_by_environment("HUGETLB") or "jax" in sys.modules or not started_as_script(script)
             or not huge_pages_on_request()):
         return
     env = {**os.environ, "GLIBC_TUNABLES": ":".join([*_tunables(), HUGE_PAGES])}

@@ -24,6 +24,7 @@ import sys
 from typing import Sequence
 
 from jaxdl import runtime
+from jaxdl.allocator import relaunch_with_huge_pages
 from jaxdl.cli import _OneLineParser, run
 from jaxdl.errors import UsageError
 
@@ -296,5 +297,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     run(dispatch, argv)
 
 
+def console() -> None:
+    """The installed `jaxdl` command: `jaxdl train` started again in place with transparent huge pages
+    where that helps (jaxdl/allocator.py; the other subcommands are too short to gain from them, and
+    not when `main` is called from Python), then `main`."""
+    if sys.argv[1:2] == ["train"]:
+        relaunch_with_huge_pages(sys.argv[0])
+    main()
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["train"]:
+        relaunch_with_huge_pages(__file__)
     main()

@@ -93,11 +93,13 @@ def supported_cpu_flags(candidates: list[str] | None = None) -> list[str]:
     return [flag for flag in candidates if known.get(flag) is True]
 
 
-def configure() -> list[str]:
-    """Everything a jaxdl process sets before importing jax: the allocator (which may first start a
-    script again with transparent huge pages, jaxdl/allocator.py), then the XLA flags (returned: the
-    flags added)."""
-    relaunch_with_huge_pages()
+def configure(script: str | None = None) -> list[str]:
+    """Everything a jaxdl process sets before importing jax: the allocator, then the XLA flags
+    (returned: the flags added). A script passes its own file (`configure(__file__)`, before it does
+    anything else): where Python was started to run it, it may first start again in place with
+    transparent huge pages (jaxdl/allocator.py)."""
+    if script is not None:
+        relaunch_with_huge_pages(script)
     configure_allocator()
     return configure_xla()
 

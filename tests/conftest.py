@@ -23,6 +23,10 @@ from jaxdl import runtime  # noqa: E402
 from tests import run_store  # noqa: E402
 
 runtime.configure_allocator()  # as the experiments do: no page faults re-taking each step's temporaries
+# the scripts the tests start run on 4 KB pages: they are short, and starting again with huge pages costs
+# each about half a second (jaxdl/allocator.py; tests/runtime/test_allocator.py checks the relaunch itself)
+if "GLIBC_TUNABLES" not in os.environ:
+    os.environ["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=0"
 
 # XLA:CPU compiles the suite's small programs faster without LLVM's optimisation and with its older
 # fusion emitters (most of the suite's time is compiling); the few tests whose programs run long compile

@@ -76,7 +76,7 @@ def test_the_environments_own_malloc_settings_win_and_the_others_still_apply():
 SCRIPT = """
 import json, os, sys
 from jaxdl import runtime
-runtime.configure()
+runtime.configure(__file__)
 print(json.dumps({"pid": os.getpid(), "argv": sys.argv, "utf8": sys.flags.utf8_mode, "tunables": os.environ.get("GLIBC_TUNABLES"),
                   "applied": runtime.allocator_settings()}))
 """
@@ -122,17 +122,39 @@ def test_no_relaunch_where_the_environment_decides(tmp_path):
 
 
 def test_only_a_program_started_as_a_script_is_started_again(tmp_path, monkeypatch):
-    script = tmp_path / "train.py"
+    script, other = tmp_path / "train.py", tmp_path / "other.py"
     script.write_text("")
+    other.write_text("")
     monkeypatch.setattr(sys, "argv", [str(script), "--steps", "3"])
     monkeypatch.setattr(sys, "orig_argv", ["python", "-X", "utf8", str(script), "--steps", "3"])
-    assert allocator.started_as_script()
+    assert allocator.started_as_script(str(script))
+    assert not allocator.started_as_script(str(other))  # a module the script imports or runs
     for orig in (["python", "-m", "pytest", "tests"],  # a script run from another program (a test, IPython's %run)
                  ["python", "-c", "code", "--steps", "3"],
                  ["python", str(script), "--steps", "4"]):
         monkeypatch.setattr(sys, "orig_argv", orig)
-        assert not allocator.started_as_script()
+        assert not allocator.started_as_script(str(script))
     monkeypatch.setattr(sys, "orig_argv", ["python", "-c", "code", "--steps", "3"])
     monkeypatch.setattr(sys, "argv", ["-c", "--steps", "3"])
-    assert not allocator.started_as_script()
-    allocator.relaunch_with_huge_pages()  # returns: this process goes on
+    assert not allocator.started_as_script(str(script))
+    allocator.relaunch_with_huge_pages(str(script))  # returns: this process goes on
+
+
+@relaunches
+def test_jaxdl_train_runs_again_in_place_with_huge_pages(tmp_path):
+    # the installed console script calls jaxdl.commands.console; here `main` only reports
+    script = tmp_path / "jaxdl"
+    script.write_text("import json, os, sys\nfrom jaxdl import commands\n"
+                      "commands.main = lambda: print(json.dumps({'tunables': os.environ.get('GLIBC_TUNABLES'), "
+                      "'argv': sys.argv[1:]}))\ncommands.console()\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    env.pop("JAXDL_MALLOC_DEFAULTS", None)
+    def command(*argv):
+        done = subprocess.run([sys.executable, str(script), *argv], env={**env, "PYTHONPATH": ROOT},
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    assert command("train", "cnn", "--epochs", "1") == {"tunables": allocator.HUGE_PAGES,
+                                                        "argv": ["train", "cnn", "--epochs", "1"]}
+    assert command("info", "runs/cnn") == {"tunables": None, "argv": ["info", "runs/cnn"]}  # a short command
