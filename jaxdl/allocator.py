@@ -13,10 +13,11 @@ arena grows in heaps of at most 64 MB, and glibc maps any larger block afresh wh
 ≥ 2.35 can back its memory with transparent huge pages (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`),
 2 MB at a time instead of 4 KB, which takes those faults down to about a hundred a step. glibc reads
 tunables only when a process starts, so `relaunch_with_huge_pages(script)` (from
-`jaxdl.runtime.configure(__file__)` at the top of a script, and the `jaxdl` command) starts the program
+`jaxdl.runtime.configure(__file__)` at the top of a script, and `jaxdl train`) starts the program
 again in place (`os.execve`: the same process id, arguments and environment, plus that tunable) when
 Python was started to run that very script, the kernel gives huge pages on request (`madvise` mode)
-and the environment does not choose otherwise.
+and the environment does not choose otherwise. It costs a process about half a second (the kernel
+zeroes 2 MB pages), which a training run of more than a few seconds wins back.
 
 JAXDL_MALLOC_DEFAULTS=0 turns both off; a parameter the environment sets itself (MALLOC_TOP_PAD_=...,
 GLIBC_TUNABLES=glibc.malloc.top_pad=..., glibc.malloc.hugetlb=0) keeps the environment's value, and
