@@ -49,6 +49,10 @@ def glibc_version() -> tuple[int, int] | None:
         return None
 
 
+def _turned_off() -> bool:
+    return os.environ.get("JAXDL_MALLOC_DEFAULTS", "1") == "0"
+
+
 def _tunables() -> list[str]:
     return [t for t in os.environ.get("GLIBC_TUNABLES", "").split(":") if t]
 
@@ -66,7 +70,7 @@ def configure_allocator() -> dict[str, int]:
     the environment sets itself keeps the environment's value."""
     if _allocator:
         return dict(_allocator)
-    if os.environ.get("JAXDL_MALLOC_DEFAULTS", "1") == "0" or glibc_version() is None:
+    if _turned_off() or glibc_version() is None:
         return {}
     mallopt = ctypes.CDLL(None).mallopt
     for name, (param, value) in MALLOC_SETTINGS.items():
@@ -110,13 +114,16 @@ def relaunch_with_huge_pages(script: str) -> None:
     docstring), where that helps and is safe: Python was started to run `script` (the caller's own
     file, before it has done anything that cannot be done twice), glibc >= 2.35, the kernel's
     `madvise` mode, no JAXDL_MALLOC_DEFAULTS=0, no hugetlb tunable of the environment's own and jax
-    not imported yet. Otherwise returns."""
+    not imported yet. Otherwise, or where the exec fails, returns."""
     version = glibc_version()
-    if (os.environ.get("JAXDL_MALLOC_DEFAULTS", "1") == "0" or not sys.executable or version is None or version < (2, 35)
+    if (_turned_off() or not sys.executable or version is None or version < (2, 35)
             or set_by_environment("HUGETLB") or "jax" in sys.modules or not started_as_script(script)
             or not huge_pages_on_request()):
         return
     env = {**os.environ, "GLIBC_TUNABLES": ":".join([*_tunables(), HUGE_PAGES])}
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    try:
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    except OSError:  # the interpreter cannot be started again: go on without huge pages
+        return

@@ -307,6 +307,4 @@ def console() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["train"]:
-        relaunch_with_huge_pages(__file__)
-    main()
+    console()

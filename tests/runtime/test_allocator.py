@@ -158,3 +158,16 @@ def test_jaxdl_train_runs_again_in_place_with_huge_pages(tmp_path):
     assert command("train", "cnn", "--epochs", "1") == {"tunables": allocator.HUGE_PAGES,
                                                         "argv": ["train", "cnn", "--epochs", "1"]}
     assert command("info", "runs/cnn") == {"tunables": None, "argv": ["info", "runs/cnn"]}  # a short command
+
+
+@relaunches
+def test_a_relaunch_that_cannot_start_goes_on_without_huge_pages(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text("import os, sys\nsys.executable = os.path.join(os.path.dirname(__file__), 'no-python')\n"
+                      "from jaxdl import runtime\nruntime.configure(__file__)\nprint(os.environ.get('GLIBC_TUNABLES'))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    env.pop("JAXDL_MALLOC_DEFAULTS", None)
+    done = subprocess.run([sys.executable, str(script)], env={**env, "PYTHONPATH": ROOT},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.strip() == "None"
